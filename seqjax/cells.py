@@ -1,0 +1,287 @@
+"""Recurrent cells as pure functions.
+
+Glossary of shape letters used throughout seqjax: b batch, t time, s source time,
+d input features, h hidden units, g gate width (a multiple of h), v vocabulary.
+
+Every cell is three pure functions:
+
+* ``init_<cell>(key, input_size, hidden_size, dtype) -> params`` builds the parameter pytree;
+* ``project_inputs(params, xs) -> gx``: ``xs @ w_ih + b_ih`` for every gate at once, ``[..., d] ->
+  [..., g]``.  It is applied to the whole sequence *before* the time loop, so the loop only does
+  the recurrent half of the work;
+* ``<cell>_step(params, carry, gx_t) -> (carry, y_t)`` advances one time step given the projected
+  input ``gx_t: [b, g]``.  ``step(params, carry, project_inputs(params, x_t))`` is the textbook cell.
+
+The recurrent matmul is one fused ``h @ w_hh`` for all gates. Carries and gate arithmetic stay in
+float32 (or the carry's own dtype) even when params or inputs are bf16; matmuls accumulate in float32.
+
+The :class:`Cell` dataclass bundles a cell's functions and options into one hashable value that
+``seqjax.recurrent.unroll`` accepts as a static argument; :func:`get_cell` builds one by name.
+The time loop itself never lives here (see ``recurrent.py``).
+
+Gate layouts follow PyTorch / cuDNN so weights move between the two without reshuffling:
+LSTM ``[i, f, g, o]``, GRU ``[r, z, n]``; matrices are stored ``[in, out]`` (transposed from torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, jax.Array]
+Carry = Any  # jax.Array for RNN/GRU, (h, c) tuple for the LSTMs.
+
+_GATES = {"rnn": 1, "irnn": 1, "lstm": 4, "peephole_lstm": 4, "coupled_lstm": 3, "gru": 3}
+CELL_NAMES = tuple(_GATES)
+
+
+def _uniform(key, shape, bound, dtype):
+  return jax.random.uniform(key, shape, jnp.float32, -bound, bound).astype(dtype)
+
+
+def _init_standard(key, input_size, hidden_size, gates, dtype):
+  """PyTorch's default: every weight and bias ~ U(-1/sqrt(h), 1/sqrt(h))."""
+  k_ih, k_hh, k_bi, k_bh = jax.random.split(key, 4)
+  bound = hidden_size ** -0.5
+  g = gates * hidden_size
+  return {
+      "w_ih": _uniform(k_ih, (input_size, g), bound, dtype),
+      "w_hh": _uniform(k_hh, (hidden_size, g), bound, dtype),
+      "b_ih": _uniform(k_bi, (g,), bound, dtype),
+      "b_hh": _uniform(k_bh, (g,), bound, dtype),
+  }
+
+
+def _recurrent_matmul(h, w_hh):
+  """``h @ w_hh`` in the weights' dtype, accumulated and returned in float32."""
+  return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=jnp.float32)
+
+
+def project_inputs(params: Params, xs: jax.Array) -> jax.Array:
+  """Input half of every gate for a whole sequence: ``[..., d] -> [..., g]`` (float32).
+
+  ``b_ih`` is folded in here; ``b_hh`` stays in the step because the GRU's candidate gate needs
+  it inside the reset product.
+  """
+  w = params["w_ih"]
+  gx = jnp.dot(xs.astype(w.dtype), w, preferred_element_type=jnp.float32)
+  return gx + params["b_ih"].astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- Elman RNN / IRNN
+def init_rnn(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+  """Elman RNN: ``h_t = act(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)``."""
+  return _init_standard(key, input_size, hidden_size, 1, dtype)
+
+
+def init_irnn(key, input_size: int, hidden_size: int, dtype=jnp.float32,
+              input_scale: float = 0.001) -> Params:
+  """IRNN (Le, Jaitly & Hinton 2015): identity recurrent matrix, zero biases, ReLU.
+
+  Input weights ~ N(0, input_scale^2), the paper's 0.001 standard deviation, so at start the
+  hidden state is copied forward unchanged and gradients neither vanish nor explode.
+  """
+  w_ih = input_scale * jax.random.normal(key, (input_size, hidden_size), jnp.float32)
+  return {
+      "w_ih": w_ih.astype(dtype),
+      "w_hh": jnp.eye(hidden_size, dtype=dtype),
+      "b_ih": jnp.zeros((hidden_size,), dtype),
+      "b_hh": jnp.zeros((hidden_size,), dtype),
+  }
+
+
+def rnn_step(params: Params, carry: jax.Array, gx_t: jax.Array, nonlinearity: str = "tanh"):
+  """``carry: [b, h]``, ``gx_t: [b, h]`` -> ``(h_t, h_t)``."""
+  pre = gx_t + _recurrent_matmul(carry, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  h = jnp.tanh(pre) if nonlinearity == "tanh" else jax.nn.relu(pre)
+  h = h.astype(carry.dtype)
+  return h, h
+
+
+# ----------------------------------------------------------------------------- LSTM family
+def init_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
+              forget_bias: float = 0.0) -> Params:
+  """LSTM with gates ``[i, f, g, o]``; ``forget_bias`` is added to the forget gate's ``b_hh``.
+
+  A forget bias of 1.0 (Jozefowicz et al. 2015) keeps the cell memory open early in training.
+  """
+  params = _init_standard(key, input_size, hidden_size, 4, dtype)
+  if forget_bias:
+    h = hidden_size
+    params["b_hh"] = params["b_hh"].at[h:2 * h].add(forget_bias)
+  return params
+
+
+def lstm_step(params: Params, carry, gx_t: jax.Array):
+  """``carry = (h, c)``, each ``[b, h]``; ``gx_t: [b, 4h]`` -> ``((h, c), h)``."""
+  h, c = carry
+  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  c_new = jax.nn.sigmoid(f) * c.astype(jnp.float32) + jax.nn.sigmoid(i) * jnp.tanh(g)
+  h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+  h_new, c_new = h_new.astype(h.dtype), c_new.astype(c.dtype)
+  return (h_new, c_new), h_new
+
+
+def init_peephole_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
+                       forget_bias: float = 0.0) -> Params:
+  """Peephole LSTM (Gers & Schmidhuber 2000): gates also see the cell through diagonal weights.
+
+  ``w_peep: [3, h]`` holds the input, forget and output peepholes; i and f look at ``c_{t-1}``,
+  o looks at the new ``c_t``.
+  """
+  k_lstm, k_peep = jax.random.split(key)
+  params = init_lstm(k_lstm, input_size, hidden_size, dtype, forget_bias)
+  params["w_peep"] = _uniform(k_peep, (3, hidden_size), hidden_size ** -0.5, dtype)
+  return params
+
+
+def peephole_lstm_step(params: Params, carry, gx_t: jax.Array):
+  """Like :func:`lstm_step` with peephole terms; ``((h, c), h)``."""
+  h, c = carry
+  c32 = c.astype(jnp.float32)
+  peep = params["w_peep"].astype(jnp.float32)
+  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  i, f, g, o = jnp.split(gates, 4, axis=-1)
+  i = jax.nn.sigmoid(i + peep[0] * c32)
+  f = jax.nn.sigmoid(f + peep[1] * c32)
+  c_new = f * c32 + i * jnp.tanh(g)
+  o = jax.nn.sigmoid(o + peep[2] * c_new)
+  h_new = (o * jnp.tanh(c_new)).astype(h.dtype)
+  return (h_new, c_new.astype(c.dtype)), h_new
+
+
+def init_coupled_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
+                      forget_bias: float = 0.0) -> Params:
+  """Coupled input-forget gate LSTM (Greff et al. 2017, "CIFG"): ``i = 1 - f``; gates ``[f, g, o]``."""
+  params = _init_standard(key, input_size, hidden_size, 3, dtype)
+  if forget_bias:
+    params["b_hh"] = params["b_hh"].at[:hidden_size].add(forget_bias)
+  return params
+
+
+def coupled_lstm_step(params: Params, carry, gx_t: jax.Array):
+  """``gx_t: [b, 3h]`` -> ``((h, c), h)`` with the input gate tied to ``1 - f``."""
+  h, c = carry
+  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  f, g, o = jnp.split(gates, 3, axis=-1)
+  f = jax.nn.sigmoid(f)
+  c_new = f * c.astype(jnp.float32) + (1.0 - f) * jnp.tanh(g)
+  h_new = (jax.nn.sigmoid(o) * jnp.tanh(c_new)).astype(h.dtype)
+  return (h_new, c_new.astype(c.dtype)), h_new
+
+
+# ----------------------------------------------------------------------------- GRU
+def init_gru(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+  """GRU with gates ``[r, z, n]`` (PyTorch / cuDNN layout)."""
+  return _init_standard(key, input_size, hidden_size, 3, dtype)
+
+
+def gru_step(params: Params, carry: jax.Array, gx_t: jax.Array, reset_after: bool = True):
+  """``carry: [b, h]``, ``gx_t: [b, 3h]`` -> ``(h_t, h_t)``.
+
+  ``reset_after=True`` (PyTorch, cuDNN): ``n = tanh(x W_in + b_in + r * (h W_hn + b_hn))``, which
+  lets all three recurrent products share one matmul. ``reset_after=False`` (Cho et al. 2014):
+  ``n = tanh(x W_in + b_in + (r * h) W_hn + b_hn)``, which needs a second, dependent matmul.
+  """
+  h32 = carry.astype(jnp.float32)
+  w_hh, b_hh = params["w_hh"], params["b_hh"].astype(jnp.float32)
+  gx_r, gx_z, gx_n = jnp.split(gx_t, 3, axis=-1)
+  hid = carry.shape[-1]
+  if reset_after:
+    gh_r, gh_z, gh_n = jnp.split(_recurrent_matmul(carry, w_hh) + b_hh, 3, axis=-1)
+    r = jax.nn.sigmoid(gx_r + gh_r)
+    z = jax.nn.sigmoid(gx_z + gh_z)
+    n = jnp.tanh(gx_n + r * gh_n)
+  else:
+    gh_rz = _recurrent_matmul(carry, w_hh[:, :2 * hid]) + b_hh[:2 * hid]
+    gh_r, gh_z = jnp.split(gh_rz, 2, axis=-1)
+    r = jax.nn.sigmoid(gx_r + gh_r)
+    z = jax.nn.sigmoid(gx_z + gh_z)
+    n = jnp.tanh(gx_n + _recurrent_matmul(r * h32, w_hh[:, 2 * hid:]) + b_hh[2 * hid:])
+  h_new = ((1.0 - z) * n + z * h32).astype(carry.dtype)
+  return h_new, h_new
+
+
+# ----------------------------------------------------------------------------- bundling
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """A cell's pure functions and options as one hashable (jit-static) value.
+
+  Attributes:
+    name: one of :data:`CELL_NAMES`.
+    nonlinearity: ``"tanh"`` or ``"relu"`` (Elman RNN only; IRNN is always ReLU).
+    forget_bias: added to the forget-gate bias at init (LSTM family only).
+    reset_after: GRU candidate-gate convention, see :func:`gru_step`.
+  """
+
+  name: str
+  nonlinearity: str = "tanh"
+  forget_bias: float = 0.0
+  reset_after: bool = True
+
+  def __post_init__(self):
+    if self.name not in _GATES:
+      raise ValueError(f"unknown cell {self.name!r}; known cells: {', '.join(CELL_NAMES)}")
+    if self.nonlinearity not in ("tanh", "relu"):
+      raise ValueError(f"unknown nonlinearity {self.nonlinearity!r}; use 'tanh' or 'relu'")
+
+  @property
+  def gates(self) -> int:
+    """Gate width in units of h: ``w_hh`` is ``[h, gates * h]``."""
+    return _GATES[self.name]
+
+  @property
+  def has_cell_state(self) -> bool:
+    return self.name in ("lstm", "peephole_lstm", "coupled_lstm")
+
+  def init(self, key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+    if self.name == "rnn":
+      return init_rnn(key, input_size, hidden_size, dtype)
+    if self.name == "irnn":
+      return init_irnn(key, input_size, hidden_size, dtype)
+    if self.name == "lstm":
+      return init_lstm(key, input_size, hidden_size, dtype, self.forget_bias)
+    if self.name == "peephole_lstm":
+      return init_peephole_lstm(key, input_size, hidden_size, dtype, self.forget_bias)
+    if self.name == "coupled_lstm":
+      return init_coupled_lstm(key, input_size, hidden_size, dtype, self.forget_bias)
+    return init_gru(key, input_size, hidden_size, dtype)
+
+  def project(self, params: Params, xs: jax.Array) -> jax.Array:
+    return project_inputs(params, xs)
+
+  def step(self, params: Params, carry: Carry, gx_t: jax.Array):
+    if self.name == "rnn":
+      return rnn_step(params, carry, gx_t, self.nonlinearity)
+    if self.name == "irnn":
+      return rnn_step(params, carry, gx_t, "relu")
+    if self.name == "lstm":
+      return lstm_step(params, carry, gx_t)
+    if self.name == "peephole_lstm":
+      return peephole_lstm_step(params, carry, gx_t)
+    if self.name == "coupled_lstm":
+      return coupled_lstm_step(params, carry, gx_t)
+    return gru_step(params, carry, gx_t, self.reset_after)
+
+  def initial_carry(self, batch_size: int, hidden_size: int, dtype=jnp.float32) -> Carry:
+    """Zero state: ``[b, h]``, or ``([b, h], [b, h])`` for the LSTMs."""
+    h = jnp.zeros((batch_size, hidden_size), dtype)
+    return (h, jnp.zeros_like(h)) if self.has_cell_state else h
+
+
+def get_cell(name: str | Cell, **options) -> Cell:
+  """Returns the :class:`Cell` called ``name`` (``"lstm"``, ``"gru"``, ...) with ``options``."""
+  if isinstance(name, Cell):
+    return dataclasses.replace(name, **options) if options else name
+  if not isinstance(name, str):
+    raise TypeError(f"cell must be a name or a Cell, got {type(name).__name__}")
+  return Cell(name.lower(), **options)
+
+
+def output_of(carry: Carry) -> jax.Array:
+  """The hidden state ``h`` of a carry (``h`` itself, or the first element of ``(h, c)``)."""
+  return carry[0] if isinstance(carry, tuple) else carry

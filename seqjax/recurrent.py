@@ -1,0 +1,240 @@
+"""The one place where seqjax runs a cell through time: ``unroll``, bidirectional layers, stacks.
+
+Shape letters: b batch, t time, d input features, h hidden units (see ``cells.py``).
+
+``unroll`` hoists the input projection out of the loop (one big ``[b*t, d] @ [d, g]`` matmul),
+runs the recurrence time-major with ``jax.lax.scan``, and handles variable lengths: past an
+example's length its carry stops changing and its outputs are zero, and ``reverse=True``
+reverses only each example's valid prefix, as PyTorch's packed sequences do.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import cells as cells_lib
+
+Cell = cells_lib.Cell
+
+
+def _concrete(x) -> np.ndarray | None:
+  """``x`` as numpy when its value is known now (not traced under jit/vmap), else None."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
+def check_params(cell: Cell, params) -> tuple[int, int]:
+  """Validates ``params`` for ``cell``; returns ``(input_size, hidden_size)``."""
+  if not isinstance(params, dict) or "w_ih" not in params or "w_hh" not in params:
+    raise ValueError(f"params for cell {cell.name!r} must be a dict with 'w_ih' and 'w_hh' "
+                     f"(as made by Cell.init); got {type(params).__name__}"
+                     + (f" with keys {sorted(params)}" if isinstance(params, dict) else ""))
+  d, g = params["w_ih"].shape
+  h = params["w_hh"].shape[0]
+  if g != cell.gates * h or params["w_hh"].shape != (h, g):
+    raise ValueError(f"params do not fit cell {cell.name!r}: w_ih {params['w_ih'].shape}, "
+                     f"w_hh {params['w_hh'].shape}; expected [d, {cell.gates}h] and "
+                     f"[h, {cell.gates}h]")
+  return d, h
+
+
+def _check_carry(cell: Cell, carry, batch: int, hidden: int):
+  expected = cell.initial_carry(batch, hidden)
+  try:
+    ok = jax.tree.structure(carry) == jax.tree.structure(expected) and all(
+        np.shape(a) == np.shape(b) for a, b in zip(jax.tree.leaves(carry),
+                                                   jax.tree.leaves(expected)))
+  except Exception:  # pylint: disable=broad-except
+    ok = False
+  if not ok:
+    want = "(h, c) with h and c" if cell.has_cell_state else "h"
+    got = jax.tree.map(np.shape, carry)
+    raise ValueError(f"initial_carry for cell {cell.name!r} must be {want} of shape "
+                     f"[{batch}, {hidden}]; got {got}")
+
+
+def check_lengths(lengths, batch: int, time: int) -> None:
+  """Validates ``lengths: [b]`` integers in ``[0, time]`` (range checked when not traced)."""
+  if lengths is None:
+    return
+  if np.ndim(lengths) != 1 or np.shape(lengths)[0] != batch:
+    raise ValueError(f"lengths must have shape [batch] = [{batch}]; got {np.shape(lengths)}")
+  if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
+    raise ValueError(f"lengths must be integers; got dtype {jnp.result_type(lengths)}")
+  values = _concrete(lengths)
+  if values is not None and values.size and (values.min() < 0 or values.max() > time):
+    bad = values[(values < 0) | (values > time)]
+    raise ValueError(f"lengths must lie in [0, {time}] (the time dimension); got {bad.tolist()}")
+
+
+def reverse_index(lengths: jax.Array, time: int) -> jax.Array:
+  """``[b, t]`` gather index that reverses each row's first ``lengths[i]`` steps in place.
+
+  Steps past the length map to themselves, so the permutation is its own inverse.
+  """
+  steps = jnp.arange(time)[None, :]
+  lengths = lengths[:, None]
+  return jnp.where(steps < lengths, lengths - 1 - steps, steps)
+
+
+def _reverse(xs, lengths):
+  if lengths is None:
+    return xs[:, ::-1]
+  index = reverse_index(lengths, xs.shape[1])
+  return jnp.take_along_axis(xs, index.reshape(index.shape + (1,) * (xs.ndim - 2)), axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat"))
+def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat):
+  if reverse:
+    xs = _reverse(xs, lengths)
+  gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
+  step = jax.checkpoint(cell.step) if remat else cell.step
+
+  if lengths is None:
+    def body(carry, gx_t):
+      return step(params, carry, gx_t)
+    carry, ys = jax.lax.scan(body, carry, gx, unroll=unroll_steps)
+  else:
+    mask = jnp.arange(xs.shape[1])[:, None] < lengths[None, :]  # [t, b]
+
+    def body(carry, inputs):
+      gx_t, m_t = inputs
+      new_carry, y_t = step(params, carry, gx_t)
+      m_t = m_t[:, None]
+      # Padded steps keep the old carry and emit zeros: padding never leaks.
+      new_carry = jax.tree.map(lambda n, o: jnp.where(m_t, n, o), new_carry, carry)
+      return new_carry, jnp.where(m_t, y_t, jnp.zeros_like(y_t))
+    carry, ys = jax.lax.scan(body, carry, (gx, mask), unroll=unroll_steps)
+
+  ys = jnp.swapaxes(ys, 0, 1)  # [b, t, h]
+  if reverse:
+    ys = _reverse(ys, lengths)
+  return ys, carry
+
+
+def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None = None,
+           reverse: bool = False, initial_carry: Any = None, unroll: int = 1,
+           remat: bool = False, carry_dtype=jnp.float32):
+  """Runs ``cell`` over a batch of sequences.
+
+  Args:
+    cell: a :class:`~seqjax.cells.Cell` or a cell name.
+    params: the cell's parameters, from ``cell.init``.
+    xs: ``[b, t, d]`` inputs (any float dtype; bf16 inputs keep a float32 carry).
+    lengths: optional ``[b]`` int valid lengths in ``[0, t]``. Past its length an example's carry
+      stops changing and its outputs are zero; length 0 returns the initial carry.
+    reverse: run from each example's last valid step back to its first; outputs stay aligned
+      with the inputs.
+    initial_carry: ``[b, h]`` (or ``(h, c)`` for LSTMs); zeros of ``carry_dtype`` by default.
+    unroll: ``lax.scan`` unroll factor (steps per loop iteration).
+    remat: rematerialise each step in the backward pass instead of storing its activations.
+    carry_dtype: dtype of the default initial carry.
+
+  Returns:
+    ``(ys, final_carry)``: ``ys: [b, t, h]`` and the carry after each example's last valid step.
+  """
+  cell = cells_lib.get_cell(cell)
+  if not hasattr(xs, "ndim") or xs.ndim != 3:
+    raise ValueError(f"xs must be [batch, time, features]; got shape {np.shape(xs)}")
+  input_size, hidden = check_params(cell, params)
+  batch, time, features = xs.shape
+  if features != input_size:
+    raise ValueError(f"xs has {features} features but the {cell.name!r} params expect "
+                     f"{input_size} (w_ih is {tuple(params['w_ih'].shape)})")
+  check_lengths(lengths, batch, time)
+  if initial_carry is None:
+    initial_carry = cell.initial_carry(batch, hidden, carry_dtype)
+  else:
+    _check_carry(cell, initial_carry, batch, hidden)
+  if lengths is not None:
+    lengths = jnp.asarray(lengths, jnp.int32)
+  if not isinstance(unroll, int) or unroll < 1:
+    raise ValueError(f"unroll must be a positive int; got {unroll!r}")
+  return _unroll(cell, params, jnp.asarray(xs), lengths, initial_carry, bool(reverse),
+                 unroll, bool(remat))
+
+
+# ----------------------------------------------------------------------------- layers of cells
+def init_bidirectional(key, cell: Cell | str, input_size: int, hidden_size: int,
+                       dtype=jnp.float32) -> dict:
+  """``{'fwd': params, 'bwd': params}``, two independent cells."""
+  cell = cells_lib.get_cell(cell)
+  k_f, k_b = jax.random.split(key)
+  return {"fwd": cell.init(k_f, input_size, hidden_size, dtype),
+          "bwd": cell.init(k_b, input_size, hidden_size, dtype)}
+
+
+def bidirectional(cell: Cell | str, params: dict, xs: jax.Array, *, lengths=None,
+                  initial_carry=None, **kwargs):
+  """Forward and backward passes, outputs concatenated: ``[b, t, d] -> [b, t, 2h]``.
+
+  Returns ``(ys, (final_fwd, final_bwd))``; ``initial_carry`` is ``None`` or a pair.
+  """
+  init_f, init_b = (None, None) if initial_carry is None else initial_carry
+  ys_f, carry_f = unroll(cell, params["fwd"], xs, lengths=lengths, initial_carry=init_f, **kwargs)
+  ys_b, carry_b = unroll(cell, params["bwd"], xs, lengths=lengths, initial_carry=init_b,
+                         reverse=True, **kwargs)
+  return jnp.concatenate([ys_f, ys_b], axis=-1), (carry_f, carry_b)
+
+
+def init_stack(key, cell: Cell | str, input_size: int, hidden_size: int, num_layers: int = 1,
+               bidirectional: bool = False, dtype=jnp.float32) -> list[dict]:
+  """Params of a deep (optionally bidirectional) RNN: one ``{'fwd'[, 'bwd']}`` dict per layer."""
+  cell = cells_lib.get_cell(cell)
+  if num_layers < 1:
+    raise ValueError(f"num_layers must be >= 1; got {num_layers}")
+  layers = []
+  for layer, k in enumerate(jax.random.split(key, num_layers)):
+    d = input_size if layer == 0 else hidden_size * (2 if bidirectional else 1)
+    if bidirectional:
+      layers.append(init_bidirectional(k, cell, d, hidden_size, dtype))
+    else:
+      layers.append({"fwd": cell.init(k, d, hidden_size, dtype)})
+  return layers
+
+
+def stack(cell: Cell | str, params: Sequence[dict], xs: jax.Array, *, lengths=None,
+          initial_carry: Sequence | None = None, dropout_rate: float = 0.0,
+          dropout_key: jax.Array | None = None, **kwargs):
+  """Runs a deep RNN: each layer's outputs feed the next, with dropout between layers.
+
+  Args:
+    params: from :func:`init_stack`.
+    xs: ``[b, t, d]``.
+    initial_carry: ``None`` or one entry per layer: a carry, or a ``(fwd, bwd)`` pair.
+    dropout_rate: dropout applied to every layer's output except the last (needs ``dropout_key``;
+      with no key, dropout is off, as at evaluation).
+    **kwargs: passed to :func:`unroll` (``unroll``, ``remat``, ...).
+
+  Returns:
+    ``(ys, finals)``: ``ys: [b, t, h or 2h]`` from the top layer; ``finals`` one entry per layer
+    (a carry, or a ``(fwd, bwd)`` pair for bidirectional layers).
+  """
+  cell = cells_lib.get_cell(cell)
+  if not 0.0 <= dropout_rate < 1.0:
+    raise ValueError(f"dropout_rate must be in [0, 1); got {dropout_rate}")
+  if initial_carry is not None and len(initial_carry) != len(params):
+    raise ValueError(f"initial_carry has {len(initial_carry)} entries for {len(params)} layers")
+  finals = []
+  for layer, layer_params in enumerate(params):
+    init = None if initial_carry is None else initial_carry[layer]
+    if "bwd" in layer_params:
+      xs, final = bidirectional(cell, layer_params, xs, lengths=lengths, initial_carry=init,
+                                **kwargs)
+    else:
+      xs, final = unroll(cell, layer_params["fwd"], xs, lengths=lengths, initial_carry=init,
+                         **kwargs)
+    finals.append(final)
+    if dropout_rate > 0.0 and dropout_key is not None and layer + 1 < len(params):
+      dropout_key, k = jax.random.split(dropout_key)
+      keep = jax.random.bernoulli(k, 1.0 - dropout_rate, xs.shape)
+      xs = jnp.where(keep, xs / (1.0 - dropout_rate), 0.0).astype(xs.dtype)
+  return xs, finals
