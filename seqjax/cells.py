@@ -13,7 +13,8 @@ Every cell is three pure functions:
   input ``gx_t: [b, g]``.  ``step(params, carry, project_inputs(params, x_t))`` is the textbook cell.
 
 The recurrent matmul is one fused ``h @ w_hh`` for all gates. Carries and gate arithmetic stay in
-float32 (or the carry's own dtype) even when params or inputs are bf16; matmuls accumulate in float32.
+float32 (or wider: float64 params and carries compute in float64) even when params or inputs are
+bf16; matmuls accumulate in float32 or wider.
 
 The :class:`Cell` dataclass bundles a cell's functions and options into one hashable value that
 ``seqjax.recurrent.unroll`` accepts as a static argument; :func:`get_cell` builds one by name.
@@ -34,7 +35,11 @@ import jax.numpy as jnp
 Params = dict[str, jax.Array]
 Carry = Any  # jax.Array for RNN/GRU, (h, c) tuple for the LSTMs.
 
-_GATES = {"rnn": 1, "irnn": 1, "lstm": 4, "peephole_lstm": 4, "coupled_lstm": 3, "gru": 3}
+_GATES = {"rnn": 1, "irnn": 1, "lstm": 4, "peephole_lstm": 4, "coupled_lstm": 3, "gru": 3,
+          "min_gru": 2, "min_lstm": 3}
+# Cells whose recurrence is linear in h (gates depend on x_t alone), so ``unroll`` can run them
+# parallel in time with ``lax.associative_scan`` (Feng et al. 2024, "Were RNNs All We Needed?").
+PARALLEL_CELLS = ("min_gru", "min_lstm")
 CELL_NAMES = tuple(_GATES)
 
 
@@ -55,20 +60,29 @@ def _init_standard(key, input_size, hidden_size, gates, dtype):
   }
 
 
+def _compute_dtype(*dtypes):
+  """At least float32: bf16 and f16 widen to float32, float64 (under x64) stays float64."""
+  dtype = jnp.float32
+  for d in dtypes:
+    dtype = jnp.promote_types(dtype, d)
+  return jax.dtypes.canonicalize_dtype(dtype)
+
+
 def _recurrent_matmul(h, w_hh):
-  """``h @ w_hh`` in the weights' dtype, accumulated and returned in float32."""
-  return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=jnp.float32)
+  """``h @ w_hh`` in the weights' dtype, accumulated and returned in float32 (or wider)."""
+  return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=_compute_dtype(w_hh.dtype))
 
 
 def project_inputs(params: Params, xs: jax.Array) -> jax.Array:
-  """Input half of every gate for a whole sequence: ``[..., d] -> [..., g]`` (float32).
+  """Input half of every gate for a whole sequence: ``[..., d] -> [..., g]`` (float32 or wider).
 
   ``b_ih`` is folded in here; ``b_hh`` stays in the step because the GRU's candidate gate needs
   it inside the reset product.
   """
   w = params["w_ih"]
-  gx = jnp.dot(xs.astype(w.dtype), w, preferred_element_type=jnp.float32)
-  return gx + params["b_ih"].astype(jnp.float32)
+  dtype = _compute_dtype(w.dtype)
+  gx = jnp.dot(xs.astype(w.dtype), w, preferred_element_type=dtype)
+  return gx + params["b_ih"].astype(dtype)
 
 
 # ----------------------------------------------------------------------------- Elman RNN / IRNN
@@ -95,7 +109,8 @@ def init_irnn(key, input_size: int, hidden_size: int, dtype=jnp.float32,
 
 def rnn_step(params: Params, carry: jax.Array, gx_t: jax.Array, nonlinearity: str = "tanh"):
   """``carry: [b, h]``, ``gx_t: [b, h]`` -> ``(h_t, h_t)``."""
-  pre = gx_t + _recurrent_matmul(carry, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  dtype = _compute_dtype(gx_t.dtype, carry.dtype)
+  pre = gx_t + _recurrent_matmul(carry, params["w_hh"]) + params["b_hh"].astype(dtype)
   h = jnp.tanh(pre) if nonlinearity == "tanh" else jax.nn.relu(pre)
   h = h.astype(carry.dtype)
   return h, h
@@ -118,9 +133,10 @@ def init_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
 def lstm_step(params: Params, carry, gx_t: jax.Array):
   """``carry = (h, c)``, each ``[b, h]``; ``gx_t: [b, 4h]`` -> ``((h, c), h)``."""
   h, c = carry
-  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  dtype = _compute_dtype(gx_t.dtype, c.dtype)
+  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(dtype)
   i, f, g, o = jnp.split(gates, 4, axis=-1)
-  c_new = jax.nn.sigmoid(f) * c.astype(jnp.float32) + jax.nn.sigmoid(i) * jnp.tanh(g)
+  c_new = jax.nn.sigmoid(f) * c.astype(dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
   h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
   h_new, c_new = h_new.astype(h.dtype), c_new.astype(c.dtype)
   return (h_new, c_new), h_new
@@ -142,9 +158,10 @@ def init_peephole_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32
 def peephole_lstm_step(params: Params, carry, gx_t: jax.Array):
   """Like :func:`lstm_step` with peephole terms; ``((h, c), h)``."""
   h, c = carry
-  c32 = c.astype(jnp.float32)
-  peep = params["w_peep"].astype(jnp.float32)
-  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  dtype = _compute_dtype(gx_t.dtype, c.dtype)
+  c32 = c.astype(dtype)
+  peep = params["w_peep"].astype(dtype)
+  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(dtype)
   i, f, g, o = jnp.split(gates, 4, axis=-1)
   i = jax.nn.sigmoid(i + peep[0] * c32)
   f = jax.nn.sigmoid(f + peep[1] * c32)
@@ -166,10 +183,11 @@ def init_coupled_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
 def coupled_lstm_step(params: Params, carry, gx_t: jax.Array):
   """``gx_t: [b, 3h]`` -> ``((h, c), h)`` with the input gate tied to ``1 - f``."""
   h, c = carry
-  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(jnp.float32)
+  dtype = _compute_dtype(gx_t.dtype, c.dtype)
+  gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(dtype)
   f, g, o = jnp.split(gates, 3, axis=-1)
   f = jax.nn.sigmoid(f)
-  c_new = f * c.astype(jnp.float32) + (1.0 - f) * jnp.tanh(g)
+  c_new = f * c.astype(dtype) + (1.0 - f) * jnp.tanh(g)
   h_new = (jax.nn.sigmoid(o) * jnp.tanh(c_new)).astype(h.dtype)
   return (h_new, c_new.astype(c.dtype)), h_new
 
@@ -187,8 +205,9 @@ def gru_step(params: Params, carry: jax.Array, gx_t: jax.Array, reset_after: boo
   lets all three recurrent products share one matmul. ``reset_after=False`` (Cho et al. 2014):
   ``n = tanh(x W_in + b_in + (r * h) W_hn + b_hn)``, which needs a second, dependent matmul.
   """
-  h32 = carry.astype(jnp.float32)
-  w_hh, b_hh = params["w_hh"], params["b_hh"].astype(jnp.float32)
+  dtype = _compute_dtype(gx_t.dtype, carry.dtype)
+  h32 = carry.astype(dtype)
+  w_hh, b_hh = params["w_hh"], params["b_hh"].astype(dtype)
   gx_r, gx_z, gx_n = jnp.split(gx_t, 3, axis=-1)
   hid = carry.shape[-1]
   if reset_after:
@@ -204,6 +223,49 @@ def gru_step(params: Params, carry: jax.Array, gx_t: jax.Array, reset_after: boo
     n = jnp.tanh(gx_n + _recurrent_matmul(r * h32, w_hh[:, 2 * hid:]) + b_hh[2 * hid:])
   h_new = ((1.0 - z) * n + z * h32).astype(carry.dtype)
   return h_new, h_new
+
+
+# ----------------------------------------------------------------------------- minGRU / minLSTM
+def init_min_gru(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+  """minGRU (Feng et al. 2024): gates ``[z, h~]`` read x_t only; no recurrent matrix."""
+  k_w, k_b = jax.random.split(key)
+  bound = input_size ** -0.5
+  g = 2 * hidden_size
+  return {"w_ih": _uniform(k_w, (input_size, g), bound, dtype),
+          "b_ih": _uniform(k_b, (g,), bound, dtype)}
+
+
+def init_min_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+  """minLSTM (Feng et al. 2024): gates ``[f, i, h~]`` read x_t only; no recurrent matrix."""
+  k_w, k_b = jax.random.split(key)
+  bound = input_size ** -0.5
+  g = 3 * hidden_size
+  return {"w_ih": _uniform(k_w, (input_size, g), bound, dtype),
+          "b_ih": _uniform(k_b, (g,), bound, dtype)}
+
+
+def _positive(x):
+  """The paper's ``g``: keeps candidate states positive so the log-space form is defined."""
+  return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
+
+
+def linear_recurrence_coefficients(name: str, gx: jax.Array):
+  """``(a, u)`` with ``h_t = a_t * h_{t-1} + u_t`` for the parallel cells; ``gx: [..., g]``."""
+  if name == "min_gru":
+    k_z, k_h = jnp.split(gx, 2, axis=-1)
+    z = jax.nn.sigmoid(k_z)
+    return 1.0 - z, z * _positive(k_h)
+  k_f, k_i, k_h = jnp.split(gx, 3, axis=-1)
+  f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+  # Normalised gates f/(f+i), i/(f+i) keep the state's scale independent of sequence length.
+  return f / (f + i), i / (f + i) * _positive(k_h)
+
+
+def min_rnn_step(name: str, carry: jax.Array, gx_t: jax.Array):
+  """Sequential step of minGRU / minLSTM: ``carry: [b, h]`` -> ``(h_t, h_t)``."""
+  a, u = linear_recurrence_coefficients(name, gx_t)
+  h = (a * carry.astype(jnp.float32) + u).astype(carry.dtype)
+  return h, h
 
 
 # ----------------------------------------------------------------------------- bundling
@@ -235,6 +297,11 @@ class Cell:
     return _GATES[self.name]
 
   @property
+  def parallel(self) -> bool:
+    """True when the recurrence is linear in h and ``unroll`` uses an associative scan."""
+    return self.name in PARALLEL_CELLS
+
+  @property
   def has_cell_state(self) -> bool:
     return self.name in ("lstm", "peephole_lstm", "coupled_lstm")
 
@@ -249,6 +316,10 @@ class Cell:
       return init_peephole_lstm(key, input_size, hidden_size, dtype, self.forget_bias)
     if self.name == "coupled_lstm":
       return init_coupled_lstm(key, input_size, hidden_size, dtype, self.forget_bias)
+    if self.name == "min_gru":
+      return init_min_gru(key, input_size, hidden_size, dtype)
+    if self.name == "min_lstm":
+      return init_min_lstm(key, input_size, hidden_size, dtype)
     return init_gru(key, input_size, hidden_size, dtype)
 
   def project(self, params: Params, xs: jax.Array) -> jax.Array:
@@ -265,6 +336,8 @@ class Cell:
       return peephole_lstm_step(params, carry, gx_t)
     if self.name == "coupled_lstm":
       return coupled_lstm_step(params, carry, gx_t)
+    if self.parallel:
+      return min_rnn_step(self.name, carry, gx_t)
     return gru_step(params, carry, gx_t, self.reset_after)
 
   def initial_carry(self, batch_size: int, hidden_size: int, dtype=jnp.float32) -> Carry:

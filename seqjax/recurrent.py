@@ -32,11 +32,17 @@ def _concrete(x) -> np.ndarray | None:
 
 def check_params(cell: Cell, params) -> tuple[int, int]:
   """Validates ``params`` for ``cell``; returns ``(input_size, hidden_size)``."""
-  if not isinstance(params, dict) or "w_ih" not in params or "w_hh" not in params:
-    raise ValueError(f"params for cell {cell.name!r} must be a dict with 'w_ih' and 'w_hh' "
+  needed = ("w_ih",) if cell.parallel else ("w_ih", "w_hh")
+  if not isinstance(params, dict) or any(k not in params for k in needed):
+    raise ValueError(f"params for cell {cell.name!r} must be a dict with keys {needed} "
                      f"(as made by Cell.init); got {type(params).__name__}"
                      + (f" with keys {sorted(params)}" if isinstance(params, dict) else ""))
   d, g = params["w_ih"].shape
+  if cell.parallel:
+    if g % cell.gates:
+      raise ValueError(f"params do not fit cell {cell.name!r}: w_ih {params['w_ih'].shape}, "
+                       f"expected [d, {cell.gates}h]")
+    return d, g // cell.gates
   h = params["w_hh"].shape[0]
   if g != cell.gates * h or params["w_hh"].shape != (h, g):
     raise ValueError(f"params do not fit cell {cell.name!r}: w_ih {params['w_ih'].shape}, "
@@ -66,8 +72,10 @@ def check_lengths(lengths, batch: int, time: int) -> None:
     return
   if np.ndim(lengths) != 1 or np.shape(lengths)[0] != batch:
     raise ValueError(f"lengths must have shape [batch] = [{batch}]; got {np.shape(lengths)}")
-  if not jnp.issubdtype(jnp.result_type(lengths), jnp.integer):
-    raise ValueError(f"lengths must be integers; got dtype {jnp.result_type(lengths)}")
+  # Plain lists have no dtype; jnp.result_type would reject them with an unhelpful message.
+  dtype = lengths.dtype if hasattr(lengths, "dtype") else np.asarray(lengths).dtype
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f"lengths must be integers; got dtype {dtype}")
   values = _concrete(lengths)
   if values is not None and values.size and (values.min() < 0 or values.max() > time):
     bad = values[(values < 0) | (values > time)]
@@ -91,10 +99,36 @@ def _reverse(xs, lengths):
   return jnp.take_along_axis(xs, index.reshape(index.shape + (1,) * (xs.ndim - 2)), axis=1)
 
 
+def _parallel_unroll(cell, gx, lengths, h0):
+  """Linear recurrences ``h_t = a_t h_{t-1} + u_t`` in O(log t) depth with an associative scan.
+
+  ``gx: [b, t, g]``; padded steps get ``a = 1, u = 0`` so the carry passes through unchanged.
+  """
+  a, u = cells_lib.linear_recurrence_coefficients(cell.name, gx)  # each [b, t, h]
+  if lengths is not None:
+    mask = (jnp.arange(gx.shape[1])[None, :] < lengths[:, None])[..., None]
+    a, u = jnp.where(mask, a, 1.0), jnp.where(mask, u, 0.0)
+
+  def combine(left, right):
+    a_l, u_l = left
+    a_r, u_r = right
+    return a_l * a_r, a_r * u_l + u_r
+
+  a_cum, u_cum = jax.lax.associative_scan(combine, (a, u), axis=1)
+  hs = (a_cum * h0.astype(jnp.float32)[:, None, :] + u_cum).astype(h0.dtype)
+  carry = hs[:, -1] if gx.shape[1] else h0
+  if lengths is not None:
+    hs = jnp.where(mask, hs, jnp.zeros_like(hs))
+  return hs, carry
+
+
 @functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat"))
 def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat):
   if reverse:
     xs = _reverse(xs, lengths)
+  if cell.parallel:
+    ys, carry = _parallel_unroll(cell, cell.project(params, xs), lengths, carry)
+    return (_reverse(ys, lengths) if reverse else ys), carry
   gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
   step = jax.checkpoint(cell.step) if remat else cell.step
 
