@@ -1,0 +1,217 @@
+r"""Recurrent-layer speed: seqjax against PyTorch (cuDNN on a GPU) and flax.linen.RNN.
+
+Times one recurrent layer, forward + backward (``train``: gradients w.r.t. the input and every
+weight of ``sum(outputs)``) and forward alone (``infer``), and prints tokens/s (batch * time / s)
+with the ratio of seqjax to each peer. Benchmarks are not tests: nothing here asserts a speed.
+
+    python -m experiments.benchmark                       # the reference shapes for this backend
+    python -m experiments.benchmark --shapes=32x128x256x256 --cells=lstm --dtypes=float32
+    python -m experiments.benchmark --json=bench.json     # also write machine-readable rows
+
+A shape is ``batch x time x input x hidden``. A peer that is not installed is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Callable
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import cells
+from seqjax import recurrent
+
+# The shapes of the reference tables in the project's benchmark section.
+GPU_SHAPES = ("64x512x256x256", "64x512x1024x1024", "256x128x512x512", "16x1024x128x128")
+CPU_SHAPES = ("16x256x128x128", "32x128x256x256", "8x512x512x512")
+
+_SHAPES = flags.DEFINE_list("shapes", None, "batch x time x input x hidden; default: the "
+                            "reference shapes for the current backend")
+_EXTRA = flags.DEFINE_list("extra_shapes", [], "shapes added to the defaults")
+_CELLS = flags.DEFINE_list("cells", ["lstm", "gru"], "lstm, gru, min_gru, min_lstm")
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "float32 and/or bfloat16")
+_MODES = flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward), infer")
+_PEERS = flags.DEFINE_list("peers", ["torch", "flax"], "peers to time beside seqjax")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions; the median is reported")
+_UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
+_JSON = flags.DEFINE_string("json", None, "write the rows as JSON to this path")
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+  """``'16x256x128x128'`` -> ``(16, 256, 128, 128)`` with a clear error otherwise."""
+  parts = text.lower().split("x")
+  try:
+    shape = tuple(int(p) for p in parts)
+  except ValueError:
+    shape = ()
+  if len(shape) != 4 or min(shape) < 1:
+    raise app.UsageError(f"bad shape {text!r}: expected batch x time x input x hidden, "
+                         "four positive integers, e.g. 16x256x128x128")
+  return shape
+
+
+def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
+  fn()  # compile / warm up
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps):
+  b, t, d, h = shape
+  cell = cells.get_cell(cell_name)
+  params = cell.init(jax.random.PRNGKey(0), d, h, dtype)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d), jnp.float32).astype(dtype)
+
+  def forward(params, xs):
+    return recurrent.unroll(cell, params, xs, unroll=unroll_steps)[0]
+
+  if mode == "train":
+    fn = jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
+                          argnums=(0, 1)))
+  else:
+    fn = jax.jit(forward)
+  return lambda: jax.block_until_ready(fn(params, xs))
+
+
+def _flax_fn(cell_name, shape, dtype, mode):
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  if cell_name not in ("lstm", "gru"):
+    return None
+  b, t, d, h = shape
+  cell = nn.OptimizedLSTMCell(h) if cell_name == "lstm" else nn.GRUCell(h)
+  model = nn.RNN(cell)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d), jnp.float32).astype(dtype)
+  params = model.init(jax.random.PRNGKey(0), xs.astype(jnp.float32))
+  params = jax.tree.map(lambda p: p.astype(dtype), params)
+  if mode == "train":
+    fn = jax.jit(jax.grad(lambda p, x: jnp.sum(model.apply(p, x).astype(jnp.float32)),
+                          argnums=(0, 1)))
+  else:
+    fn = jax.jit(model.apply)
+  return lambda: jax.block_until_ready(fn(params, xs))
+
+
+def _torch_fn(cell_name, shape, dtype, mode):
+  import torch  # pylint: disable=import-outside-toplevel
+  if cell_name not in ("lstm", "gru"):
+    return None
+  b, t, d, h = shape
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  torch_dtype = torch.bfloat16 if dtype == jnp.bfloat16 else torch.float32
+  layer_cls = torch.nn.LSTM if cell_name == "lstm" else torch.nn.GRU
+  layer = layer_cls(d, h, batch_first=True).to(device=device, dtype=torch_dtype)
+  xs = torch.randn(b, t, d, device=device, dtype=torch_dtype, requires_grad=mode == "train")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+  def run():
+    if mode == "train":
+      layer.zero_grad(set_to_none=True)
+      xs.grad = None
+      layer(xs)[0].float().sum().backward()
+    else:
+      with torch.no_grad():
+        layer(xs)
+    sync()
+  return run
+
+
+def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_steps):
+  """Times every combination; returns one dict per (shape, cell, dtype, mode, implementation)."""
+  rows, notes = [], []
+  available = {}
+  for peer in peers:
+    try:
+      __import__({"torch": "torch", "flax": "flax.linen"}[peer])
+      available[peer] = True
+    except ImportError:
+      notes.append(f"{peer} is not installed: skipped")
+    except KeyError:
+      raise app.UsageError(f"unknown peer {peer!r}; known peers: torch, flax") from None
+  builders = {"seqjax": lambda *a: _seqjax_fn(*a, unroll_steps),
+              "torch": _torch_fn, "flax": _flax_fn}
+  for shape in shapes:
+    for cell_name in cell_names:
+      for dtype_name in dtypes:
+        dtype = jnp.dtype(dtype_name)
+        for mode in modes:
+          for impl in ["seqjax"] + [p for p in peers if p in available]:
+            try:
+              fn = builders[impl](cell_name, shape, dtype, mode)
+            except Exception as err:  # pylint: disable=broad-except
+              notes.append(f"{impl} {cell_name} {dtype_name} {shape}: cannot run ({err})")
+              continue
+            if fn is None:
+              continue
+            seconds = _median_seconds(fn, repeats)
+            rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
+                         "dtype": dtype_name, "mode": mode, "impl": impl,
+                         "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds})
+            print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} {mode:>5} "
+                  f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s", flush=True)
+  return rows, notes
+
+
+def format_table(rows, peers) -> str:
+  """Markdown table: tokens/s per implementation and seqjax's ratio to each peer."""
+  keyed = {}
+  for row in rows:
+    keyed.setdefault((row["shape"], row["cell"], row["dtype"], row["mode"]), {})[row["impl"]] = (
+        row["tokens_per_sec"])
+  header = ["shape", "cell", "dtype", "mode", "seqjax"] + peers + [f"vs {p}" for p in peers]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  for key, speeds in keyed.items():
+    ours = speeds.get("seqjax")
+    cells_ = list(key) + [_fmt(ours)] + [_fmt(speeds.get(p)) for p in peers]
+    cells_ += [f"{ours / speeds[p]:.2f}x" if ours and speeds.get(p) else "-" for p in peers]
+    lines.append("| " + " | ".join(cells_) + " |")
+  return "\n".join(lines)
+
+
+def _fmt(tokens_per_sec):
+  if tokens_per_sec is None:
+    return "-"
+  if tokens_per_sec >= 1e6:
+    return f"{tokens_per_sec / 1e6:.2f}M"
+  return f"{tokens_per_sec / 1e3:.1f}k"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  for name in _CELLS.value:
+    cells.get_cell(name)  # fails early, naming the unknown cell
+  for name in _DTYPES.value:
+    if name not in ("float32", "bfloat16"):
+      raise app.UsageError(f"unknown dtype {name!r}; use float32 or bfloat16")
+  for mode in _MODES.value:
+    if mode not in ("train", "infer"):
+      raise app.UsageError(f"unknown mode {mode!r}; use train or infer")
+  backend = jax.default_backend()
+  default = GPU_SHAPES if backend == "gpu" else CPU_SHAPES
+  shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
+  print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}")
+  rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value, _PEERS.value,
+                               _REPEATS.value, _UNROLL.value)
+  peers = [p for p in _PEERS.value if any(r["impl"] == p for r in rows)]
+  print()
+  print(format_table(rows, peers))
+  for note in notes:
+    print(f"note: {note}")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump({"backend": backend, "device": jax.devices()[0].device_kind,
+                 "jax": jax.__version__, "rows": rows, "notes": notes}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

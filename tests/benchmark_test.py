@@ -1,0 +1,34 @@
+"""The benchmark command's plumbing (no timing is asserted: benchmarks are not tests)."""
+
+from absl import app
+import pytest
+
+from experiments import benchmark
+
+
+def test_parse_shape_accepts_four_positive_ints_and_names_bad_input():
+  assert benchmark.parse_shape("16x256x128x64") == (16, 256, 128, 64)
+  for bad in ["16x256", "axbxcxd", "0x1x1x1"]:
+    with pytest.raises(app.UsageError, match="bad shape"):
+      benchmark.parse_shape(bad)
+
+
+def test_format_table_reports_ratio_of_seqjax_to_each_peer():
+  rows = [
+      {"shape": "1x2x3x4", "cell": "lstm", "dtype": "float32", "mode": "train",
+       "impl": "seqjax", "tokens_per_sec": 3000.0},
+      {"shape": "1x2x3x4", "cell": "lstm", "dtype": "float32", "mode": "train",
+       "impl": "torch", "tokens_per_sec": 1500.0},
+  ]
+  table = benchmark.format_table(rows, ["torch"])
+  assert "| 1x2x3x4 | lstm | float32 | train | 3.0k | 1.5k | 2.00x |" in table
+
+
+def test_benchmark_rows_times_every_requested_combination():
+  rows, notes = benchmark.benchmark_rows([(2, 3, 4, 5)], ["gru", "min_lstm"], ["float32"],
+                                         ["train", "infer"], [], repeats=1, unroll_steps=1)
+  assert notes == []
+  assert sorted((r["cell"], r["mode"]) for r in rows) == [
+      ("gru", "infer"), ("gru", "train"), ("min_lstm", "infer"), ("min_lstm", "train")]
+  for row in rows:
+    assert row["tokens_per_sec"] == pytest.approx(2 * 3 / row["seconds"])
