@@ -25,3 +25,4 @@ from seqjax.recurrent import init_bidirectional
 from seqjax.recurrent import init_stack
 from seqjax.recurrent import stack
 from seqjax.recurrent import unroll
+from seqjax.interop import from_torch
