@@ -1,0 +1,113 @@
+"""Command-line plumbing shared by every ``experiments/<name>.py`` entry point.
+
+An entry point defines its flags with :func:`define_flags` and hands over to :func:`main`::
+
+  if __name__ == "__main__":
+    cli.main(make_experiment, cli.define_flags(
+        os.path.join(os.path.dirname(__file__), "configs", "adding.py")))
+
+which gives ``python -m experiments.<name> --workdir DIR [--config PATH[:variant]]
+[--config.key=value ...] [--coordinator_address HOST:PORT --num_processes N --process_id I]``.
+Every error a user can cause (unknown or mistyped ``--config.*`` override, missing or unwritable
+workdir, config change on resume, NaN loss) ends the program with one line on stderr starting
+``error:`` and a non-zero exit status, never a traceback:
+
+  exit 2   bad flags or config values
+  exit 1   unusable workdir, refused resume, NaN/inf loss, other runtime failures
+  128 + n  stopped by signal n (SIGTERM 143, SIGINT 130) after saving a checkpoint
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Callable
+
+import jax
+import ml_collections
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from seqjax.train import distributed
+from seqjax.train import loop
+from seqjax.train import workdir as workdir_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+  """Handles of the flags :func:`define_flags` defined."""
+  workdir: flags.FlagHolder
+  config: flags.FlagHolder
+  coordinator_address: flags.FlagHolder
+  num_processes: flags.FlagHolder
+  process_id: flags.FlagHolder
+
+
+def define_flags(default_config: str) -> Flags:
+  """Defines ``--workdir``, ``--config`` (default ``default_config``) and the multi-host flags."""
+  return Flags(
+      workdir=flags.DEFINE_string(
+          "workdir", None, "Run directory: created if missing; resumed if it holds a run."),
+      config=config_flags.DEFINE_config_file(
+          "config", default_config, "Config file, optionally with a variant: path.py:smoke.",
+          lock_config=True),
+      coordinator_address=flags.DEFINE_string(
+          "coordinator_address", None, "Multi-host: host:port of process 0's coordinator."),
+      num_processes=flags.DEFINE_integer(
+          "num_processes", None, "Multi-host: total number of processes."),
+      process_id=flags.DEFINE_integer("process_id", None, "Multi-host: index of this process."),
+  )
+
+
+def fail(message: str, status: int = 1) -> None:
+  """Prints ``error: message`` as one line on stderr and exits with ``status``."""
+  line = " ".join(str(message).split())  # Collapse newlines: one line, always.
+  sys.stderr.write(f"error: {line}\n")
+  sys.stderr.flush()
+  sys.exit(status)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    fail(str(e), 2)
+  except Exception as e:  # pylint: disable=broad-except
+    # Errors raised inside a config file's get_config() while the flag is parsed.
+    fail(f"cannot load --config: {type(e).__name__}: {e}", 2)
+  return []
+
+
+def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment],
+         handles: Flags, argv: list[str]) -> None:
+  if len(argv) > 1:
+    fail(f"unexpected positional arguments {argv[1:]}", 2)
+  if not handles.workdir.value:
+    fail("--workdir is required (the run's directory; an existing one is resumed)", 2)
+  try:
+    distributed.initialize(handles.coordinator_address.value, handles.num_processes.value,
+                           handles.process_id.value)
+  except ValueError as e:
+    fail(str(e), 2)
+  logging.info("%s: %s", handles.workdir.value, distributed.describe())
+  config = handles.config.value
+  try:
+    experiment = make_experiment(config)
+    loop.run(experiment, config, handles.workdir.value)
+  except loop.StopRequested as e:
+    fail(str(e), 128 + e.signum)
+  except (workdir_lib.WorkdirError, loop.NonFiniteLossError) as e:
+    fail(str(e), 1)
+  except ValueError as e:
+    # Validation errors of the config or the experiment's inputs; the message names the field.
+    fail(str(e), 2)
+  if jax.process_index() == 0:
+    logging.info("done: %s", handles.workdir.value)
+
+
+def main(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment],
+         handles: Flags) -> None:
+  """Parses flags and runs ``make_experiment(config)`` through :func:`seqjax.train.run`."""
+  app.run(lambda argv: _run(make_experiment, handles, argv), flags_parser=_parse_flags)

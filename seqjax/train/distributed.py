@@ -1,0 +1,92 @@
+"""Processes and devices: multi-host start-up through ``jax.distributed``, device selection.
+
+A multi-host run is the same program on every host. :func:`initialize` connects the processes
+before JAX touches a device, taking the coordinator address, process count and process id from,
+in order: explicit arguments (the ``--coordinator_address``, ``--num_processes`` and
+``--process_id`` flags), the environment variables ``JAX_COORDINATOR_ADDRESS``,
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, or JAX's own cluster auto-detection on SLURM
+(``srun``) and Cloud TPU pods. A plain single-process run initialises nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+from absl import logging
+
+
+def _under_cluster_manager() -> bool:
+  """True when SLURM (with several tasks) or a multi-worker Cloud TPU launched this process."""
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
+    return True
+  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+  return len([h for h in hosts.split(",") if h]) > 1
+
+
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None) -> None:
+  """Connects this process to the others of a multi-host run (no-op for one process).
+
+  Must run before any JAX computation. Raises ValueError when only some settings are given.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+    num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+  if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+    process_id = int(os.environ["JAX_PROCESS_ID"])
+  explicit = (coordinator_address, num_processes, process_id)
+  if any(v is not None for v in explicit):
+    if any(v is None for v in explicit):
+      raise ValueError("multi-host needs all of --coordinator_address, --num_processes and "
+                       f"--process_id; got {coordinator_address!r}, {num_processes!r}, "
+                       f"{process_id!r}")
+    if not 0 <= process_id < num_processes:
+      raise ValueError(f"--process_id must be in [0, {num_processes}), got {process_id}")
+    if num_processes == 1:
+      return
+    _use_cpu_collectives()
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  elif _under_cluster_manager():
+    _use_cpu_collectives()
+    jax.distributed.initialize()  # JAX reads SLURM / TPU metadata itself.
+  else:
+    return
+  logging.info("process %d of %d connected", jax.process_index(), jax.process_count())
+
+
+def _use_cpu_collectives() -> None:
+  # Cross-process collectives on CPU need an explicit implementation; GPUs and TPUs ignore this.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def is_primary() -> bool:
+  """True on process 0, the one that writes logs and results."""
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier ``name`` (no-op for one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(name)
+
+
+def select_devices(num_devices: int = 0) -> list[jax.Device]:
+  """The first ``num_devices`` local devices (all of them when 0); ValueError if too many."""
+  local = jax.local_devices()
+  if num_devices == 0:
+    return local
+  if num_devices > len(local):
+    raise ValueError(f"config.num_devices={num_devices} but this process has only {len(local)} "
+                     f"local devices ({local[0].platform}); on CPU set "
+                     "XLA_FLAGS=--xla_force_host_platform_device_count=N to simulate more")
+  return local[:num_devices]
+
+
+def describe() -> str:
+  """One line naming the process and its devices, for the start of a run's log."""
+  local = jax.local_devices()
+  return (f"process {jax.process_index()}/{jax.process_count()}, {len(local)} local "
+          f"{local[0].platform} devices of {jax.device_count()} global")

@@ -1,0 +1,291 @@
+"""The one train loop every experiment runs: pmapped ``train_step``, evaluation, logs, checkpoints.
+
+``run(experiment, config, workdir)`` trains ``experiment`` for ``config.num_steps`` steps,
+resuming from the workdir's latest checkpoint when there is one. Everything a step consumes is a
+pure function of ``(config.seed, step)``: the batch comes from ``experiment.get_batch(step, ...)``
+and the step's RNG is ``fold_in(fold_in(key(seed), step), device_index)``; so a run stopped at any
+moment and restarted from its checkpoint computes bit for bit what the uninterrupted run computes.
+
+Order of events after step ``s`` (``state.step == s``): log train metrics, evaluate, then save a
+checkpoint. A checkpoint at step ``s`` therefore always comes after every metrics line of steps
+``<= s``, and on resume from it the lines of later steps (which will be re-run) are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from seqjax.train import checkpointing
+from seqjax.train import config as config_lib
+from seqjax.train import distributed
+from seqjax.train import metrics_log
+from seqjax.train import optimizers
+from seqjax.train import workdir as workdir_lib
+
+Params = Any
+Batch = Any  # A pytree of numpy arrays whose leaves all have the (local) batch as leading axis.
+Metrics = dict[str, Any]
+
+AXIS = "batch"  # pmap axis name: gradients and metrics are averaged over it.
+
+
+class TrainState(NamedTuple):
+  """Everything that changes during training. ``step`` counts completed steps."""
+  step: jax.Array  # int32 scalar.
+  params: Params
+  opt_state: optax.OptState
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """What an experiment supplies to :func:`run` (see ``seqjax/train/__init__.py``).
+
+  Attributes:
+    init: ``rng -> params``; the initial parameters.
+    loss_fn: ``(params, batch, rng) -> (loss, metrics)``: the scalar loss, a mean over the
+      (per-device) batch, and a flat dict of scalar metrics (names without a split prefix get
+      ``train/``). Traced under ``jax.pmap``; loss and metrics are averaged over devices.
+    get_batch: ``(step, shard_index, num_shards) -> batch``: this process's shard
+      (``config.batch_size // num_shards`` examples) of the global batch of ``step``; must be a
+      pure function of ``(config.seed, step, shard_index, num_shards)``.
+    evaluate: optional ``(params, step) -> metrics`` with names like ``eval/loss``; called
+      every ``config.eval_every`` steps and at the last step on every process, with host params.
+    results: optional ``(params, history) -> dict`` for results.json; ``history`` is the list of
+      metrics.jsonl records. Must not depend on ``steps_per_sec`` if resumed runs are to match.
+    plot: optional ``(workdir, history) -> None`` writing PNGs into the workdir.
+    optimizer: optional optax transformation replacing the one built from the config.
+  """
+  init: Callable[[jax.Array], Params]
+  loss_fn: Callable[[Params, Batch, jax.Array], tuple[jax.Array, Metrics]]
+  get_batch: Callable[[int, int, int], Batch]
+  evaluate: Callable[[Params, int], Metrics] | None = None
+  results: Callable[[Params, list[dict]], dict] | None = None
+  plot: Callable[[str, list[dict]], None] | None = None
+  optimizer: optax.GradientTransformation | None = None
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training produced a NaN or infinite loss; the run stopped without saving that state."""
+
+
+class StopRequested(RuntimeError):
+  """SIGTERM or SIGINT stopped the run after a checkpoint was saved."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.Array,
+                    axis_name: str | None = None,
+                    schedule: optax.Schedule | None = None, nan_at_step: int = -1):
+  """Builds the pure ``train_step(state, batch) -> (state, metrics)``.
+
+  Args:
+    loss_fn: ``(params, batch, rng) -> (loss, metrics)``.
+    optimizer: the optax transformation (clipping included).
+    rng: the run's base key; the step's key is ``fold_in(rng, state.step)`` (and the device index
+      under ``axis_name``), so randomness depends on the step alone, never on history.
+    axis_name: when set, the step runs under ``jax.pmap`` with that axis name and gradients,
+      loss and metrics are averaged over it with ``lax.pmean``.
+    schedule: when given, the step's learning rate is reported as ``train/learning_rate``.
+    nan_at_step: debugging only; the loss of this (1-based) step becomes NaN.
+  """
+  def train_step(state: TrainState, batch: Batch):
+    step_rng = jax.random.fold_in(rng, state.step)
+    if axis_name is not None:
+      step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
+
+    def loss_and_metrics(params):
+      loss, metrics = loss_fn(params, batch, step_rng)
+      if nan_at_step >= 0:
+        loss = loss * jnp.where(state.step + 1 == nan_at_step, jnp.nan, 1.0)
+      return loss, metrics
+
+    (loss, metrics), grads = jax.value_and_grad(loss_and_metrics, has_aux=True)(state.params)
+    metrics = {(k if "/" in k else f"train/{k}"): v for k, v in metrics.items()}
+    metrics["train/loss"] = loss
+    if axis_name is not None:
+      grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+    metrics["train/grad_norm"] = optax.global_norm(grads)
+    if schedule is not None:
+      metrics["train/learning_rate"] = schedule(state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(state.step + 1, params, opt_state), metrics
+
+  return train_step
+
+
+def _first_replica(tree):
+  """Host copy of device 0's replica of a pmapped pytree (bitwise, no arithmetic)."""
+  def first(x):
+    if isinstance(x, np.ndarray):  # Not yet through pmap (a resumed run with no steps left).
+      return x[0]
+    shard = np.asarray(x.addressable_data(0))
+    # pmap's shard_map-based outputs keep a length-1 device axis on each shard.
+    return shard[0] if shard.ndim == x.ndim else shard
+  return jax.tree.map(first, tree)
+
+
+def _replicate(tree, n: int):
+  return jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), tree)
+
+
+def _split_batch(batch: Batch, n: int, local_batch: int) -> Batch:
+  def split(x):
+    x = np.asarray(x)
+    if x.shape[:1] != (local_batch,):
+      raise ValueError(f"get_batch returned an array of shape {x.shape}; every leaf needs the "
+                       f"local batch size {local_batch} as its leading axis")
+    return x.reshape((n, local_batch // n) + x.shape[1:])
+  return jax.tree.map(split, batch)
+
+
+class _StopSignals:
+  """Records SIGTERM / SIGINT so the loop can checkpoint and exit between two steps."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # Not the main thread (e.g. called from a test runner thread).
+        pass
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def agreed(self) -> int | None:
+    """The signal, if any process received one (all processes must stop at the same step)."""
+    if jax.process_count() == 1:
+      return self.signum
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    got = multihost_utils.process_allgather(np.int32(self.signum or 0))
+    return int(np.max(got)) or None
+
+
+def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains ``experiment`` in ``workdir``; returns the results dict (also in results.json).
+
+  Raises:
+    ValueError / WorkdirError: bad config, unusable workdir, or a config change on resume.
+    NonFiniteLossError: the loss became NaN or inf (the last good checkpoint is kept).
+    StopRequested: SIGTERM / SIGINT arrived; a checkpoint was saved first.
+  """
+  config_lib.validate(config)
+  config_dict = config_lib.to_dict(config)
+  primary = distributed.is_primary()
+  workdir_lib.check_writable(workdir)
+  existed = workdir_lib.check_config(workdir, config_dict, config.allow_config_change)
+  distributed.barrier("config_checked")
+  if primary and (not existed or config.allow_config_change):
+    workdir_lib.write_config(workdir, config_dict)
+
+  devices = distributed.select_devices(config.num_devices)
+  n_local, n_proc = len(devices), jax.process_count()
+  if config.batch_size % (n_local * n_proc):
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{n_proc} processes x {n_local} devices")
+  local_batch = config.batch_size // n_proc
+
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  optimizer = experiment.optimizer or optimizers.make_optimizer(config)
+  schedule = optimizers.make_schedule(config)
+  params = experiment.init(init_rng)
+  state = jax.device_get(TrainState(jnp.int32(0), params, optimizer.init(params)))
+
+  ckpt = checkpointing.Checkpointer(
+      f"{workdir}/{workdir_lib.CHECKPOINTS}", keep=config.keep_checkpoints,
+      best_metric=config.best_metric, best_mode=config.best_mode,
+      corrupt_dir=f"{workdir}/{workdir_lib.CORRUPT}")
+  restored = ckpt.restore_latest(state)
+  start = 0
+  if restored is not None:
+    state, start = restored
+    logging.info("resuming from the checkpoint at step %d in %s", start, ckpt.directory)
+  if primary:
+    dropped = workdir_lib.truncate_metrics(workdir, start)
+    if dropped:
+      logging.info("dropped %d metrics.jsonl records past step %d (they will be re-run)",
+                   dropped, start)
+
+  train_step = make_train_step(experiment.loss_fn, optimizer, step_rng, axis_name=AXIS,
+                               schedule=schedule, nan_at_step=config.nan_at_step)
+  p_train_step = jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
+  writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary)
+  state_rep = _replicate(state, n_local)
+  last_saved = start if restored is not None else None
+  try:
+    with _StopSignals() as signals:
+      meter = metrics_log.RateMeter(start)
+      for step in range(start, config.num_steps):
+        batch = experiment.get_batch(step, jax.process_index(), n_proc)
+        state_rep, metrics = p_train_step(state_rep, _split_batch(batch, n_local, local_batch))
+        metrics = {k: float(v) for k, v in _first_replica(metrics).items()}
+        done = step + 1
+        if not math.isfinite(metrics["train/loss"]):
+          where = (f"the checkpoint at step {last_saved} is kept" if last_saved is not None
+                   else "no checkpoint was saved")
+          raise NonFiniteLossError(f"loss is {metrics['train/loss']} at step {done}; stopping "
+                                   f"({where}); lower config.learning_rate or set "
+                                   "config.grad_clip_norm")
+        last = done == config.num_steps
+        if done % config.log_every == 0 or last:
+          writer.write(done, metrics, meter.rate(done))
+        eval_metrics = None
+        if experiment.evaluate is not None and (done % config.eval_every == 0 or last):
+          eval_metrics = experiment.evaluate(_first_replica(state_rep.params), done)
+          writer.write(done, eval_metrics)
+        signum = signals.agreed() if (n_proc == 1 or done % config.log_every == 0) else None
+        if done % config.checkpoint_every == 0 or last or signum:
+          ckpt.save(done, _first_replica(state_rep), eval_metrics)
+          last_saved = done
+        if signum:
+          ckpt.wait()
+          name = signal.Signals(signum).name
+          raise StopRequested(f"stopped by {name} at step {done}; checkpoint saved in "
+                                  f"{ckpt.directory}; rerun the same command to resume", signum)
+    ckpt.wait()
+    final_state = _first_replica(state_rep)
+    results = None
+    if primary:
+      results = _write_results(experiment, workdir, final_state, config)
+    distributed.barrier("results_written")
+    return results
+  finally:
+    writer.close()
+    ckpt.close()
+
+
+def _write_results(experiment: Experiment, workdir: str, state, config) -> dict:
+  history = workdir_lib.read_metrics(workdir)
+  results: dict[str, Any] = {"step": int(state.step), "num_steps": config.num_steps}
+  for record in history:  # The last record of each split: the run's final numbers.
+    results[f"final_{record['split']}"] = {k: v for k, v in record.items()
+                                           if k not in ("split", "steps_per_sec")}
+  if experiment.results is not None:
+    results.update(experiment.results(state.params, history))
+  workdir_lib.write_results(workdir, results)
+  if experiment.plot is not None:
+    experiment.plot(workdir, history)
+  return results
+

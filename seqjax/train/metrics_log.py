@@ -1,0 +1,115 @@
+"""Metric sinks of a run: metrics.jsonl, TensorBoard events, and the console.
+
+Metric names are ``<split>/<name>`` (``train/loss``, ``eval/accuracy``); a record in metrics.jsonl
+holds one split at one step: ``{"step": s, "split": "train", "train/loss": ..., "steps_per_sec": ...}``.
+On a terminal the console shows a one-line progress bar (step, loss, steps/s, ETA); otherwise
+(log files, CI) it prints plain log lines at every logged step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Mapping
+
+from absl import logging
+
+from seqjax.train import workdir as workdir_lib
+
+
+def _split_of(name: str) -> str:
+  return name.split("/", 1)[0] if "/" in name else "train"
+
+
+def _format_eta(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class MetricsWriter:
+  """Writes metrics of process 0 to metrics.jsonl, TensorBoard and the console.
+
+  On other processes (``enabled=False``) every method is a no-op, so callers need no branches.
+  """
+
+  def __init__(self, workdir: str, num_steps: int, enabled: bool = True):
+    self._enabled = enabled
+    self._num_steps = num_steps
+    self._tty = sys.stderr.isatty()
+    self._file = None
+    self._tb = None
+    if not enabled:
+      return
+    self._file = open(os.path.join(workdir, workdir_lib.METRICS), "a")
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      self._tb = SummaryWriter(os.path.join(workdir, workdir_lib.TENSORBOARD))
+    except ImportError:  # TensorBoard is a convenience; metrics.jsonl is the record.
+      logging.warning("tensorboardX not installed; writing metrics.jsonl only")
+
+  def write(self, step: int, metrics: Mapping[str, float], steps_per_sec: float | None = None):
+    """Logs ``metrics`` (flat ``split/name -> scalar``) at ``step``, one record per split."""
+    if not self._enabled:
+      return
+    by_split: dict[str, dict[str, Any]] = {}
+    for name, value in metrics.items():
+      by_split.setdefault(_split_of(name), {})[name] = float(value)
+    for split, values in by_split.items():
+      record = {"step": int(step), "split": split, **values}
+      if steps_per_sec is not None and split == "train":
+        record["steps_per_sec"] = float(steps_per_sec)
+      # One write + flush per line: a SIGKILL can tear at most the last line, which resume drops.
+      self._file.write(json.dumps(record) + "\n")
+      if self._tb is not None:
+        for name, value in values.items():
+          self._tb.add_scalar(name, value, step)
+        if "steps_per_sec" in record:
+          self._tb.add_scalar(f"{split}/steps_per_sec", record["steps_per_sec"], step)
+    self._file.flush()
+    if self._tb is not None:
+      self._tb.flush()
+    self._console(step, metrics, steps_per_sec)
+
+  def _console(self, step, metrics, steps_per_sec):
+    shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
+                     if k.endswith("loss") or k.startswith("eval/"))
+    if steps_per_sec:
+      eta = _format_eta((self._num_steps - step) / steps_per_sec)
+      rate = f" {steps_per_sec:.1f} steps/s ETA {eta}"
+    else:
+      rate = ""
+    if self._tty:
+      width = 20
+      done = int(width * step / max(self._num_steps, 1))
+      bar = "#" * done + "." * (width - done)
+      sys.stderr.write(f"\r[{bar}] {step}/{self._num_steps} {shown}{rate}\033[K")
+      sys.stderr.flush()
+    else:
+      logging.info("step %d/%d %s%s", step, self._num_steps, shown, rate)
+
+  def close(self):
+    if not self._enabled:
+      return
+    if self._tty:
+      sys.stderr.write("\n")
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+class RateMeter:
+  """Steps per second between consecutive calls to ``rate(step)``."""
+
+  def __init__(self, step: int):
+    self._step, self._time = step, time.perf_counter()
+
+  def rate(self, step: int) -> float:
+    now = time.perf_counter()
+    rate = (step - self._step) / max(now - self._time, 1e-9)
+    self._step, self._time = step, now
+    return rate
