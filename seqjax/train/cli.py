@@ -20,6 +20,7 @@ workdir, config change on resume, NaN loss) ends the program with one line on st
 from __future__ import annotations
 
 import dataclasses
+import logging as std_logging
 import sys
 from typing import Callable
 
@@ -69,6 +70,13 @@ def fail(message: str, status: int = 1) -> None:
   sys.exit(status)
 
 
+class _QuietLibraries(std_logging.Filter):
+  """Drops the INFO chatter of orbax (several lines per checkpoint); keeps its warnings."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
@@ -91,6 +99,7 @@ def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment]
                            handles.process_id.value)
   except ValueError as e:
     fail(str(e), 2)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info("%s: %s", handles.workdir.value, distributed.describe())
   config = handles.config.value
   try:

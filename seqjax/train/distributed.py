@@ -73,16 +73,26 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def select_devices(num_devices: int = 0) -> list[jax.Device]:
-  """The first ``num_devices`` local devices (all of them when 0); ValueError if too many."""
+def select_devices(num_devices: int = 0) -> tuple[list[jax.Device], list[jax.Device]]:
+  """The devices a run uses: the first ``num_devices`` local devices of every process.
+
+  Returns:
+    ``(local, global)``: this process's devices, and every process's (what ``jax.pmap`` needs
+    as ``devices=`` so that its collectives span all hosts).
+  Raises:
+    ValueError when a process has fewer than ``num_devices`` local devices.
+  """
   local = jax.local_devices()
-  if num_devices == 0:
-    return local
   if num_devices > len(local):
     raise ValueError(f"config.num_devices={num_devices} but this process has only {len(local)} "
                      f"local devices ({local[0].platform}); on CPU set "
                      "XLA_FLAGS=--xla_force_host_platform_device_count=N to simulate more")
-  return local[:num_devices]
+  n = num_devices or len(local)
+  by_process: dict[int, list[jax.Device]] = {}
+  for device in jax.devices():
+    by_process.setdefault(device.process_index, []).append(device)
+  chosen = [d for p in sorted(by_process) for d in by_process[p][:n]]
+  return local[:n], chosen
 
 
 def describe() -> str:

@@ -200,8 +200,8 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str)
   if primary and (not existed or config.allow_config_change):
     workdir_lib.write_config(workdir, config_dict)
 
-  devices = distributed.select_devices(config.num_devices)
-  n_local, n_proc = len(devices), jax.process_count()
+  local_devices, devices = distributed.select_devices(config.num_devices)
+  n_local, n_proc = len(local_devices), jax.process_count()
   if config.batch_size % (n_local * n_proc):
     raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
                      f"{n_proc} processes x {n_local} devices")
