@@ -102,7 +102,8 @@ def from_torch(module) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
   Args:
     module: an ``nn.RNN`` (``nonlinearity`` 'tanh' or 'relu'), ``nn.LSTM`` (``proj_size=0``) or
       ``nn.GRU`` with any ``num_layers``, ``bidirectional``, ``bias`` and ``batch_first``. Its
-      weights are copied now; later changes to the module are not seen.
+      weights are copied now; later changes to the module are not seen. float64 weights stay
+      float64 only when ``jax_enable_x64`` is on (JAX's default turns them into float32).
 
   Returns:
     ``(apply_fn, params)``. ``params`` maps torch's parameter names (``weight_ih_l0``,
@@ -111,7 +112,7 @@ def from_torch(module) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
     forward pass (no inter-layer dropout); it is jit-able and differentiable:
 
     * ``x``: ``[b, t, d]`` if ``batch_first`` else ``[t, b, d]``, or unbatched ``[t, d]``
-      (numpy or JAX).
+      (numpy, JAX, or a CPU torch tensor, read without its autograd graph).
     * ``lengths``: optional ``[b]`` ints in ``[0, t]``, the lengths one would give
       ``pack_padded_sequence``; outputs past a length are zero and ``h_n`` (and ``c_n``) are taken
       at each example's last valid step. Needs batched ``x``.

@@ -292,3 +292,37 @@ def test_other_bad_arguments_raise():
     apply_fn(params, x, hx=np.zeros((2, BATCH, HIDDEN), np.float32))
   with pytest.raises(ValueError, match=r"needs c_0 of shape \[2, 5, 5\]"):
     apply_fn(params, x, hx=(np.zeros((2, BATCH, HIDDEN)), np.zeros((1, BATCH, HIDDEN))))
+
+
+def test_updated_params_load_back_into_torch():
+  # Given a JAX gradient step on the converted weights.
+  module = _module("gru", num_layers=2, bidirectional=True, batch_first=True, seed=12)
+  apply_fn, params = interop.from_torch(module)
+  x = np.random.default_rng(13).standard_normal((BATCH, TIME, D_IN)).astype(np.float32)
+  out_before, _ = apply_fn(params, x)
+  grads = jax.grad(lambda p: jnp.sum(apply_fn(p, x)[0] ** 2))(params)
+  params = jax.tree.map(lambda p, g: p - 0.5 * g, params, grads)
+
+  # When the new weights are loaded into the torch module (torch's names and shapes: no renaming).
+  module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in params.items()})
+
+  # Then torch computes what apply_fn computes with them, and the step changed the output.
+  with torch.no_grad():
+    out_t, h_n_t = module(torch.from_numpy(x))
+  out, h_n = apply_fn(params, x)
+  _assert_close(out, out_t.numpy(), "output")
+  _assert_close(h_n, h_n_t.numpy(), "h_n")
+  assert np.abs(np.asarray(out) - np.asarray(out_before)).max() > 1e-2
+
+
+def test_accepts_torch_tensors_for_x_lengths_and_hx():
+  module = _module("lstm", batch_first=True, seed=14)
+  apply_fn, params = interop.from_torch(module)
+  rng = np.random.default_rng(15)
+  x = rng.standard_normal((BATCH, TIME, D_IN)).astype(np.float32)
+  hx = tuple(rng.standard_normal((1, BATCH, HIDDEN)).astype(np.float32) for _ in range(2))
+  lengths = _lengths(rng)
+  from_numpy = apply_fn(params, x, lengths, hx)
+  from_torch = apply_fn(params, torch.from_numpy(x).requires_grad_(True),
+                        torch.from_numpy(lengths), tuple(map(torch.from_numpy, hx)))
+  jax.tree.map(np.testing.assert_array_equal, from_numpy, from_torch)
