@@ -22,8 +22,8 @@ import numpy as np
 
 KINDS = ("additive", "dot", "general")
 
-# exp(_NEG - max) underflows to exactly 0.0 in float32, unlike a finite "large" number such as -1e9
-# which still leaves weights of about 1e-9 on padding when all valid scores are also very negative.
+# Masked scores: exp(_NEG - max) underflows to 0.0 in float32; finite, so a row with no valid
+# position gives no NaN (its weights are then zeroed by the mask).
 _NEG = -1e30
 
 
