@@ -1,13 +1,13 @@
 """Bringing PyTorch recurrent modules into seqjax: ``from_torch(module) -> (apply_fn, params)``.
 
-Shape letters: b batch, t time, d input features, h hidden units; L ``num_layers`` and D the number
-of directions (2 when ``bidirectional``, else 1).
+Shape letters: b batch, t time, d input features, h hidden units; L ``num_layers``, D the number
+of directions (2 when ``bidirectional``, else 1) and G the gates per cell (RNN 1, LSTM 4, GRU 3).
 
 ``from_torch`` reads the weights of a ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU`` into a
 flat dict of JAX arrays keyed and shaped exactly as torch names and shapes them (``weight_ih_l0``:
 ``[G*h, d]``, ``bias_hh_l1_reverse``: ``[G*h]``, ...). Keeping torch's keys and shapes means
-``jax.grad`` with respect to ``params`` lines up one-to-one with torch's ``.grad`` of every weight, and
-the dict can be written back with ``module.load_state_dict``. The conversion to seqjax's layout
+``jax.grad`` with respect to ``params`` lines up one-to-one with torch's ``.grad`` of every weight,
+and the dict can be written back with ``module.load_state_dict``. The conversion to seqjax's layout
 (``[in, out]`` matrices, separate ``b_ih`` and ``b_hh``, the same gate order ``[i, f, g, o]`` /
 ``[r, z, n]``) happens inside ``apply_fn``, so it is differentiated through like any other op.
 
@@ -144,7 +144,7 @@ def from_torch(module) -> tuple[Callable[..., Any], dict[str, jax.Array]]:
 
 # ----------------------------------------------------------------------------- the forward pass
 def _as_array(value):
-  """numpy / JAX / list -> array; a CPU torch tensor is read through ``detach`` (no torch import)."""
+  """numpy / JAX / list -> array; a CPU torch tensor is read via ``detach`` (no torch import)."""
   if hasattr(value, "detach") and not isinstance(value, jax.Array):
     value = value.detach().cpu().numpy()
   return value if isinstance(value, jax.Array) else jnp.asarray(value)
@@ -190,7 +190,7 @@ def _check_lengths(spec: _Spec, lengths, batch: int, time: int):
 
 
 def _initial_carries(spec: _Spec, hx, batch: int, unbatched: bool) -> list:
-  """torch's ``h_0`` or ``(h_0, c_0)``, ``[L*D, b, h]``, -> one carry (or fwd/bwd pair) per layer."""
+  """torch's ``h_0`` or ``(h_0, c_0)``, ``[L*D, b, h]`` -> one carry (or fwd/bwd pair) per layer."""
   is_lstm = spec.cell.has_cell_state
   parts = hx if is_lstm else (hx,)
   if is_lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
