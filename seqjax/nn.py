@@ -99,6 +99,12 @@ class RNN(nn.Module):
                        f"and {self.num_layers}")
     if getattr(xs, "ndim", None) != 3:
       raise ValueError(f"xs must be [batch, time, features]; got shape {jnp.shape(xs)}")
+    if self.has_variable("params", _layer_name(0)):
+      # Checked here because flax's own shape check would fire first, naming only the param.
+      expected = self.get_variable("params", _layer_name(0))["fwd"]["w_ih"].shape[0]
+      if xs.shape[-1] != expected:
+        raise ValueError(f"xs has {xs.shape[-1]} features but this RNN's params expect "
+                         f"{expected} (shape {xs.shape})")
     cell = self._cell()
     directions = 2 if self.bidirectional else 1
     params = []
