@@ -201,8 +201,6 @@ def _gather_beams(x, index):
   return jax.vmap(lambda row, idx: row[idx])(x, index)
 
 
-@functools.partial(jax.jit, static_argnames=("step_fn", "beam_size", "max_len", "bos_id",
-                                             "eos_id", "pad_id", "alpha", "return_attention"))
 def beam_search(step_fn: StepFn, state, *, beam_size: int, max_len: int, bos_id: int,
                 eos_id: int, pad_id: int = 0, alpha: float = 0.0,
                 return_attention: bool = True) -> BeamResult:
@@ -221,7 +219,8 @@ def beam_search(step_fn: StepFn, state, *, beam_size: int, max_len: int, bos_id:
     state: initial decoding state for ``b`` sentences (leaves ``[b, ...]``); it is repeated to
       ``[b * k, ...]``, beam ``j`` of sentence ``i`` in row ``i * k + j``.
     beam_size: ``k``.
-    alpha: length-penalty exponent (0 disables it; larger favours longer outputs).
+    alpha: length-penalty exponent (0 disables it; larger favours longer outputs); traced, so a
+      sweep over alphas compiles once.
     Other arguments as in :func:`greedy`.
 
   Returns:
@@ -230,8 +229,17 @@ def beam_search(step_fn: StepFn, state, *, beam_size: int, max_len: int, bos_id:
   _check_common(max_len, bos_id, eos_id, pad_id)
   if not isinstance(beam_size, int) or beam_size < 1:
     raise ValueError(f"beam_size must be a positive int; got {beam_size!r}")
-  if alpha < 0:
+  if isinstance(alpha, (int, float, np.floating)) and not alpha >= 0:
     raise ValueError(f"alpha must be >= 0; got {alpha}")
+  return _beam_search(step_fn, state, jnp.asarray(alpha, jnp.float32), beam_size=beam_size,
+                      max_len=max_len, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id,
+                      return_attention=return_attention)
+
+
+@functools.partial(jax.jit, static_argnames=("step_fn", "beam_size", "max_len", "bos_id",
+                                             "eos_id", "pad_id", "return_attention"))
+def _beam_search(step_fn, state, alpha, *, beam_size, max_len, bos_id, eos_id, pad_id,
+                 return_attention):
   k = beam_size
   batch = _batch_size(state)
   state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)

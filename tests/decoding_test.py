@@ -197,6 +197,9 @@ def test_bad_arguments_get_clear_errors():
   state = init_state([0, 1])
   with pytest.raises(ValueError, match="beam_size"):
     decoding.beam_search(step_fn, state, beam_size=0, max_len=3, bos_id=BOS, eos_id=EOS)
+  with pytest.raises(ValueError, match="alpha must be >= 0"):
+    decoding.beam_search(step_fn, state, beam_size=2, max_len=3, bos_id=BOS, eos_id=EOS,
+                         alpha=-0.5)
   with pytest.raises(ValueError, match="temperature"):
     decoding.sample(step_fn, state, jax.random.PRNGKey(0), max_len=3, bos_id=BOS, eos_id=EOS,
                     temperature=0.0)
