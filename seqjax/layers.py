@@ -22,6 +22,14 @@ from seqjax import recurrent
 Params = dict[str, jax.Array]
 
 
+def _concrete(x) -> np.ndarray | None:
+  """``x`` as numpy when its value is known now (not traced under jit/vmap), else None."""
+  try:
+    return np.asarray(x)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+
+
 def _compute_dtype(dtype):
   """float32 or wider: bf16 params still produce float32 logits and losses."""
   return jax.dtypes.canonicalize_dtype(jnp.promote_types(jnp.float32, dtype))
@@ -32,12 +40,12 @@ def _check_token_ids(tokens, size: int, what: str, valid=None) -> None:
   dtype = tokens.dtype if hasattr(tokens, "dtype") else np.asarray(tokens).dtype
   if not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(f"{what} must be integer ids; got dtype {dtype}")
-  values = recurrent._concrete(tokens)  # pylint: disable=protected-access
+  values = _concrete(tokens)
   if values is None or not values.size:
     return
   bad = (values < 0) | (values >= size)
   if valid is not None:
-    valid = recurrent._concrete(valid)  # pylint: disable=protected-access
+    valid = _concrete(valid)
     if valid is None:
       return
     bad &= np.broadcast_to(valid != 0, bad.shape)
@@ -58,6 +66,9 @@ def init_embedding(key, vocab_size: int, dim: int, dtype=jnp.float32,
 
 def embed(params: Params, tokens) -> jax.Array:
   """Looks up token vectors: ``tokens: [b, t]`` (any shape ``[...]``) int -> ``[b, t, dim]``.
+
+  Under ``jit`` the ids cannot be range-checked; an out-of-range id (negative included) then
+  yields a NaN vector, so the mistake surfaces in the loss instead of reading another row.
 
   Raises:
     TypeError: ``tokens`` are not integers.

@@ -50,7 +50,8 @@ class RNN(nn.Module):
 
   Attributes:
     hidden_size: h, units per direction.
-    cell: a name from ``seqjax.cells.CELL_NAMES`` (or a ``Cell``).
+    cell: a name from ``seqjax.cells.CELL_NAMES``, or a ``Cell`` (which then keeps its own
+      options and ignores ``nonlinearity``, ``forget_bias`` and ``reset_after``).
     num_layers: stacked layers; each layer's outputs feed the next.
     bidirectional: run each layer both ways and concatenate (outputs ``2h`` wide).
     dropout_rate: dropout between layers (not after the last), active when
@@ -76,6 +77,8 @@ class RNN(nn.Module):
   param_dtype: Any = jnp.float32
 
   def _cell(self) -> cells_lib.Cell:
+    if isinstance(self.cell, cells_lib.Cell):
+      return self.cell  # Already carries its options; the module's defaults must not override.
     return cells_lib.get_cell(self.cell, nonlinearity=self.nonlinearity,
                               forget_bias=self.forget_bias, reset_after=self.reset_after)
 

@@ -51,8 +51,12 @@ def test_rnn_module_uses_cell_options_at_init():
   xs = jnp.zeros((B, T, D))
   biased = model.init(jax.random.key(1), xs)["params"]["layer_0"]["fwd"]["b_hh"]
   base = plain.init(jax.random.key(1), xs)["params"]["layer_0"]["fwd"]["b_hh"]
-  np.testing.assert_allclose((biased - base).reshape(4, H), np.eye(4)[[1]].T * np.ones((4, H)),
-                             atol=1e-6)
+  forget_slice_ones = np.eye(4)[[1]].T * np.ones((4, H))
+  np.testing.assert_allclose((biased - base).reshape(4, H), forget_slice_ones, atol=1e-6)
+  # A Cell value keeps its own options rather than taking the module's defaults.
+  from_cell = seqnn.RNN(hidden_size=H, cell=cells.Cell("lstm", forget_bias=1.0))
+  np.testing.assert_array_equal(
+      from_cell.init(jax.random.key(1), xs)["params"]["layer_0"]["fwd"]["b_hh"], biased)
 
 
 def test_rnn_module_initial_carry_and_param_dtype():
