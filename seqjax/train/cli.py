@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging as std_logging
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from seqjax.train import config as config_lib
 from seqjax.train import distributed
 from seqjax.train import loop
 from seqjax.train import workdir as workdir_lib
@@ -47,13 +48,18 @@ class Flags:
 
 
 def define_flags(default_config: str) -> Flags:
-  """Defines ``--workdir``, ``--config`` (default ``default_config``) and the multi-host flags."""
+  """Defines ``--workdir``, ``--config`` (default ``default_config``) and the multi-host flags.
+
+  ml_collections reads the ``--config`` overrides from ``sys.argv`` while the flag is defined,
+  so a bad override or config file already fails here, with a one-line error.
+  """
+  config = _config_or_fail(lambda: config_flags.DEFINE_config_file(
+      "config", default_config, "Config file, optionally with a variant: path.py:smoke.",
+      lock_config=True))
   return Flags(
       workdir=flags.DEFINE_string(
           "workdir", None, "Run directory: created if missing; resumed if it holds a run."),
-      config=config_flags.DEFINE_config_file(
-          "config", default_config, "Config file, optionally with a variant: path.py:smoke.",
-          lock_config=True),
+      config=config,
       coordinator_address=flags.DEFINE_string(
           "coordinator_address", None, "Multi-host: host:port of process 0's coordinator."),
       num_processes=flags.DEFINE_integer(
@@ -62,10 +68,45 @@ def define_flags(default_config: str) -> Flags:
   )
 
 
+def _config_or_fail(load: Callable[[], Any]) -> Any:
+  """``load()``, turning the ways a config file or override can be wrong into one-line errors."""
+  try:
+    config = load()
+    if not isinstance(config, ml_collections.ConfigDict) and hasattr(config, "_ReportError"):
+      config._ReportError()  # pylint: disable=protected-access  # ml_collections' failed load.
+    return config
+  except Exception as e:  # pylint: disable=broad-except
+    fail(_config_error(e), 2)
+
+
+def _config_error(error: BaseException) -> str:
+  """A one-line description of why a config file or ``--config.*`` override failed to load."""
+  inner = error
+  while (inner.args and isinstance(inner.args[0], BaseException)) or inner.__cause__:
+    inner = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) \
+        else inner.__cause__
+  if isinstance(inner, (KeyError, AttributeError)):
+    message = inner.args[0] if inner.args else inner
+    return f"unknown config field {message} (check the --config.* overrides)"
+  message = str(inner.args[0]) if inner.args else type(inner).__name__
+  message = message.replace("Configuration is not available because of an earlier failure to "
+                            "load:", "")
+  return f"cannot load --config: {message}"
+
+
+def _one_line(message: str) -> str:
+  """``message`` without embedded tracebacks (keeping their final line), on one line."""
+  marker = "Traceback (most recent call last):"
+  if marker in message:
+    head, tail = message.split(marker, 1)
+    lines = [l for l in tail.splitlines() if l.strip()]
+    message = f"{head} {lines[-1].strip() if lines else ''}"
+  return " ".join(message.split())
+
+
 def fail(message: str, status: int = 1) -> None:
   """Prints ``error: message`` as one line on stderr and exits with ``status``."""
-  line = " ".join(str(message).split())  # Collapse newlines: one line, always.
-  sys.stderr.write(f"error: {line}\n")
+  sys.stderr.write(f"error: {_one_line(str(message))}\n")
   sys.stderr.flush()
   sys.exit(status)
 
@@ -83,8 +124,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     fail(str(e), 2)
   except Exception as e:  # pylint: disable=broad-except
-    # Errors raised inside a config file's get_config() while the flag is parsed.
-    fail(f"cannot load --config: {type(e).__name__}: {e}", 2)
+    # Errors raised by the config file or an override while the flag is parsed.
+    fail(_config_error(e), 2)
   return []
 
 
@@ -101,8 +142,9 @@ def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment]
     fail(str(e), 2)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info("%s: %s", handles.workdir.value, distributed.describe())
-  config = handles.config.value
+  config = _config_or_fail(lambda: handles.config.value)
   try:
+    config_lib.validate(config)  # Before the experiment is built from it.
     experiment = make_experiment(config)
     loop.run(experiment, config, handles.workdir.value)
   except loop.StopRequested as e:

@@ -31,6 +31,23 @@ def _format_eta(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def _summary_writer(logdir: str):
+  """A tensorboardX SummaryWriter, imported without dragging in PyTorch.
+
+  tensorboardX imports torch (seconds of start-up) only to recognise torch tensors; we log
+  Python floats, so torch is hidden while tensorboardX loads unless something already loaded it.
+  """
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None  # Makes `import torch` raise ImportError, which it tolerates.
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
+  return SummaryWriter(logdir)
+
+
 class MetricsWriter:
   """Writes metrics of process 0 to metrics.jsonl, TensorBoard and the console.
 
@@ -47,8 +64,7 @@ class MetricsWriter:
       return
     self._file = open(os.path.join(workdir, workdir_lib.METRICS), "a")
     try:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-      self._tb = SummaryWriter(os.path.join(workdir, workdir_lib.TENSORBOARD))
+      self._tb = _summary_writer(os.path.join(workdir, workdir_lib.TENSORBOARD))
     except ImportError:  # TensorBoard is a convenience; metrics.jsonl is the record.
       logging.warning("tensorboardX not installed; writing metrics.jsonl only")
 
