@@ -185,7 +185,7 @@ def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
     index = recurrent.reverse_index(src_lengths, time)
     outputs = jnp.take_along_axis(outputs, index[:, :, None], axis=1)
 
-  batch, h = src.shape[0], spec.hidden_size
+  h = spec.hidden_size
   if spec.copies_encoder_state:
     carry = list(finals)
   else:
@@ -202,7 +202,6 @@ def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
     state["keys"] = outputs
     state["projected"] = attention_lib.project_keys(spec.attention, params["attention"], outputs)
     state["mask"] = attention_lib.padding_mask(src_lengths, time)
-  del batch
   return state
 
 
