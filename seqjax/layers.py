@@ -144,8 +144,8 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None)
     targets: ``[b, t]`` int ids in ``[0, v)`` (checked on valid positions only, so any padding
       id, e.g. -100, is fine where masked out).
     lengths: optional ``[b]`` int valid lengths in ``[0, t]``.
-    mask: optional ``[b, t]`` bool (or 0/1 weights) marking valid positions. Give at most one of
-      ``lengths`` and ``mask``; with neither, every position counts.
+    mask: optional ``[b, t]`` bool (or non-negative weights) marking valid positions. Give one of
+      ``lengths`` and ``mask`` at most; with neither, every position counts.
 
   Returns:
     Scalar float32: ``sum(mask * nll) / sum(mask)``, 0 when there are no valid tokens.
@@ -174,4 +174,6 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None)
   # A traced out-of-range target on a valid position poisons the loss instead of hiding.
   nll = jnp.where(in_range | (weights == 0), nll, jnp.nan)
   total = jnp.sum(jnp.where(weights != 0, weights * nll, 0.0))
-  return total / jnp.maximum(jnp.sum(weights), 1.0)
+  count = jnp.sum(weights)
+  # A safe denominator rather than max(count, 1), which would be wrong for fractional weights.
+  return total / jnp.where(count > 0, count, 1.0)

@@ -166,3 +166,13 @@ def test_mask_from_lengths():
                                 np.arange(T)[None] < LENGTHS[:, None])
   with pytest.raises(ValueError, match=r"lengths must have shape \[batch\]"):
     layers.mask_from_lengths(3, T)
+
+
+def test_masked_cross_entropy_with_fractional_weights_is_a_weighted_mean():
+  logits = jax.random.normal(jax.random.key(3), (B, T, V))
+  weights = np.zeros((B, T), np.float32)
+  weights[0, 0], weights[1, 2] = 0.25, 0.5
+  nll = -_log_softmax_np(logits)[np.arange(B)[:, None], np.arange(T)[None], TOKENS]
+  expected = (weights * nll).sum() / weights.sum()
+  np.testing.assert_allclose(layers.masked_cross_entropy(logits, TOKENS, mask=weights), expected,
+                             rtol=1e-5)
