@@ -1,0 +1,1 @@
+"""Data for seqjax experiments: synthetic tasks generated on the fly (no downloads)."""
