@@ -3,7 +3,8 @@
 Run it with::
 
   python -m experiments.adding --workdir runs/adding
-  python -m experiments.adding --workdir /tmp/adding-smoke --config experiments/configs/adding.py:smoke
+  python -m experiments.adding --workdir /tmp/adding-smoke \
+      --config experiments/configs/adding.py:smoke
 
 Variants: ``""`` (default: T = 150, IRNN with 100 units as in the paper), ``smoke`` (tiny, under a
 minute on a 2-core CPU; used by the runtime tests), ``t<N>`` (e.g. ``t300``: the paper's setup

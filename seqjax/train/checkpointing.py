@@ -38,6 +38,10 @@ def digest(tree: Any) -> str:
   return h.hexdigest()
 
 
+class CheckpointError(RuntimeError):
+  """No checkpoint of the workdir could be restored."""
+
+
 class Checkpointer:
   """A CheckpointManager over ``directory`` that verifies what it restores.
 
@@ -83,7 +87,8 @@ class Checkpointer:
     """
     if step in self._manager.all_steps():
       return False
-    state = jax.device_get(state)
+    # 0-d arrays, not numpy scalars: orbax restores only array leaves.
+    state = jax.tree.map(np.asarray, jax.device_get(state))
     if metrics is not None and self._best_metric not in metrics:
       metrics = None
     args = ocp.args.Composite(
@@ -103,11 +108,17 @@ class Checkpointer:
   def restore_latest(self, target: Any) -> tuple[Any, int] | None:
     """Restores the newest checkpoint that passes verification.
 
+    A checkpoint that fails is moved to ``corrupt_dir`` with a warning and the previous one is
+    tried. If every checkpoint fails, the failure is more likely in the caller (e.g. a model
+    whose shapes changed) than on disk: the checkpoints are put back and CheckpointError raised.
+
     Args:
       target: a pytree with the structure, shapes and dtypes of the saved state (host arrays).
     Returns:
-      ``(state, step)``, or None when no usable checkpoint exists.
+      ``(state, step)``, or None when there is no checkpoint at all.
     """
+    target = jax.tree.map(np.asarray, target)
+    failed = []
     for step in reversed(self.all_steps()):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -121,19 +132,27 @@ class Checkpointer:
         reason = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
         logging.warning("checkpoint at step %d is corrupt or incomplete (%s); moving it to %s "
                         "and trying the previous one", step, reason, self._corrupt_dir)
-        self._quarantine(step)
+        failed.append((step, reason))
+        self._move(self._directory, self._corrupt_dir, step)
+    if failed:
+      for step, _ in failed:
+        self._move(self._corrupt_dir, self._directory, step)
+      step, reason = failed[0]
+      raise CheckpointError(f"none of the {len(failed)} checkpoints in {self._directory} could "
+                            f"be restored (step {step}: {reason}); if the model changed, use a "
+                            "new --workdir")
     return None
 
-  def _quarantine(self, step: int) -> None:
+  def _move(self, src_dir: str, dst_dir: str, step: int) -> None:
+    """Moves step directory ``step`` from ``src_dir`` to ``dst_dir`` (on process 0 only)."""
     if distributed.is_primary():
-      os.makedirs(self._corrupt_dir, exist_ok=True)
-      src = os.path.join(self._directory, str(step))
-      dst = os.path.join(self._corrupt_dir, str(step))
+      os.makedirs(dst_dir, exist_ok=True)
+      src, dst = os.path.join(src_dir, str(step)), os.path.join(dst_dir, str(step))
       if os.path.exists(dst):
         shutil.rmtree(dst)
       if os.path.exists(src):
         shutil.move(src, dst)
-    distributed.barrier(f"quarantine_{step}")
+    distributed.barrier(f"move_checkpoint_{step}_{os.path.basename(dst_dir)}")
     self._manager.reload()
 
 

@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from seqjax.train import checkpointing
 from seqjax.train import config as config_lib
 from seqjax.train import distributed
 from seqjax.train import loop
@@ -149,7 +150,7 @@ def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment]
     loop.run(experiment, config, handles.workdir.value)
   except loop.StopRequested as e:
     fail(str(e), 128 + e.signum)
-  except (workdir_lib.WorkdirError, loop.NonFiniteLossError) as e:
+  except (workdir_lib.WorkdirError, loop.NonFiniteLossError, checkpointing.CheckpointError) as e:
     fail(str(e), 1)
   except ValueError as e:
     # Validation errors of the config or the experiment's inputs; the message names the field.

@@ -82,7 +82,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"config.optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}")
   _check(config.schedule in SCHEDULES,
          f"config.schedule must be one of {SCHEDULES}, got {config.schedule!r}")
-  _check(config.learning_rate >= 0, f"config.learning_rate must be >= 0, got {config.learning_rate}")
+  _check(config.learning_rate >= 0,
+         f"config.learning_rate must be >= 0, got {config.learning_rate}")
   _check(config.grad_clip_norm >= 0,
          f"config.grad_clip_norm must be >= 0 (0 disables), got {config.grad_clip_norm}")
   for name in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
@@ -111,5 +112,6 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   """Dotted keys whose values differ between two config dicts (missing keys count)."""
   old_flat, new_flat = _flatten(old), _flatten(new)
   keys = sorted(set(old_flat) | set(new_flat))
+  missing = "<missing>"
   return [k for k in keys
-          if k not in _RESUME_IGNORED and old_flat.get(k, "<missing>") != new_flat.get(k, "<missing>")]
+          if k not in _RESUME_IGNORED and old_flat.get(k, missing) != new_flat.get(k, missing)]

@@ -117,7 +117,7 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
     metrics["train/loss"] = loss
     if axis_name is not None:
       grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
-    metrics["train/grad_norm"] = optax.global_norm(grads)
+    metrics["train/grad_norm"] = optax.tree.norm(grads)
     if schedule is not None:
       metrics["train/learning_rate"] = schedule(state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

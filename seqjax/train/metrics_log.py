@@ -1,7 +1,8 @@
 """Metric sinks of a run: metrics.jsonl, TensorBoard events, and the console.
 
 Metric names are ``<split>/<name>`` (``train/loss``, ``eval/accuracy``); a record in metrics.jsonl
-holds one split at one step: ``{"step": s, "split": "train", "train/loss": ..., "steps_per_sec": ...}``.
+holds one split at one step:
+``{"step": s, "split": "train", "train/loss": ..., "steps_per_sec": ...}``.
 On a terminal the console shows a one-line progress bar (step, loss, steps/s, ETA); otherwise
 (log files, CI) it prints plain log lines at every logged step.
 """
