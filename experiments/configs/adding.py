@@ -8,7 +8,9 @@ Run it with::
 
 Variants: ``""`` (default: T = 150, IRNN with 100 units as in the paper), ``smoke`` (tiny, under a
 minute on a 2-core CPU; used by the runtime tests), ``t<N>`` (e.g. ``t300``: the paper's setup
-with sequence length N). Sweep: ``python launch/sweep.py experiments/configs/adding.py``.
+with sequence length N). Sweep (``get_sweep`` below)::
+
+  python launch/sweep.py experiments/configs/adding.py --parallel 2
 """
 
 from seqjax import train
@@ -55,8 +57,13 @@ def get_config(arg: str = ""):
   return config
 
 
-def get_sweep():
-  """The paper's grid: sequence lengths x cells x learning rates (one run each)."""
+def get_sweep(arg: str = ""):
+  """Runs of ``launch/sweep.py``: the paper's grid of lengths x cells x learning rates.
+
+  With ``arg == "smoke"`` a two-run sweep (IRNN vs LSTM) that tests and quick checks use.
+  """
+  if arg == "smoke":
+    return [{"cell": "irnn"}, {"cell": "lstm"}]
   return [{"seq_len": t, "cell": cell, "learning_rate": lr}
           for t in (150, 200, 300, 400)
           for cell in ("irnn", "rnn", "lstm")

@@ -4,8 +4,10 @@ A multi-host run is the same program on every host. :func:`initialize` connects 
 before JAX touches a device, taking the coordinator address, process count and process id from,
 in order: explicit arguments (the ``--coordinator_address``, ``--num_processes`` and
 ``--process_id`` flags), the environment variables ``JAX_COORDINATOR_ADDRESS``,
-``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, or JAX's own cluster auto-detection on SLURM
-(``srun``) and Cloud TPU pods. A plain single-process run initialises nothing.
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``, or JAX's own cluster auto-detection, used when SLURM
+started several tasks (``srun``), when ``TPU_WORKER_HOSTNAMES`` lists several TPU workers, or when
+``SEQJAX_DISTRIBUTED=auto`` asks for it (``launch/tpu_pod.sh`` sets it). A plain single-process
+run initialises nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from absl import logging
 
 def _under_cluster_manager() -> bool:
   """True when SLURM (with several tasks) or a multi-worker Cloud TPU launched this process."""
+  if os.environ.get("SEQJAX_DISTRIBUTED", "") == "auto":
+    return True
   if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
     return True
   hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
