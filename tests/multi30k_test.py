@@ -61,6 +61,28 @@ def test_builder_names_a_missing_file(tmp_path):
     multi30k.load(str(tmp_path / "tfds"), str(tmp_path / "nowhere"))
 
 
+def test_without_a_folder_the_builder_downloads_the_official_files(tmp_path):
+  # Given: a download manager that records the URLs and serves local copies instead.
+  source = _small_folder(str(tmp_path / "raw"))
+
+  class FakeDownloads:
+    requested = {}
+
+    def download(self, urls):
+      self.requested.update(urls)
+      return {key: os.path.join(source, os.path.basename(url).replace(
+          "test_2016_flickr.en.gz", "test_2016_flickr.en").replace(
+              "test_2016_flickr.de.gz", "test_2016_flickr.de")) for key, url in urls.items()}
+
+  builder = multi30k.Multi30k(data_dir=str(tmp_path / "tfds"), file_format="array_record")
+  generators = builder._split_generators(FakeDownloads())  # pylint: disable=protected-access
+  base = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
+  assert sorted(FakeDownloads.requested.values()) == sorted(
+      base + f"{stem}.{lang}.gz" for stem in ("train", "val", "test_2016_flickr")
+      for lang in ("de", "en"))
+  assert [len(list(generators[split])) for split in ("train", "validation", "test")] == [5, 3, 2]
+
+
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared Multi30k copy not present")
 def test_builder_on_the_real_data_gives_the_published_counts(tmp_path):
   splits = multi30k.load(str(tmp_path / "tfds"), SHARED)
