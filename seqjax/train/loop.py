@@ -136,8 +136,10 @@ def _first_replica(tree):
   """Host copy of device 0's replica of a pmapped pytree (bitwise, no arithmetic)."""
   def first(x):
     if isinstance(x, np.ndarray):  # Not yet through pmap (a resumed run with no steps left).
-      return x[0]
-    shard = np.asarray(x.addressable_data(0))
+      return x[0].copy()
+    # A copy, never a view: the device buffer is donated to the next step while an async
+    # checkpoint may still be writing this array.
+    shard = np.array(x.addressable_data(0), copy=True)
     # pmap's shard_map-based outputs keep a length-1 device axis on each shard.
     return shard[0] if shard.ndim == x.ndim else shard
   return jax.tree.map(first, tree)
@@ -173,6 +175,8 @@ class _StopSignals:
     return self
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # A second Ctrl-C: stop now, without waiting for the checkpoint.
     self.signum = signum
 
   def __exit__(self, *exc):
@@ -260,6 +264,8 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str)
         eval_metrics = None
         if experiment.evaluate is not None and (done % config.eval_every == 0 or last):
           eval_metrics = experiment.evaluate(_first_replica(state_rep.params), done)
+          eval_metrics = {(k if "/" in k else f"eval/{k}"): float(v)
+                          for k, v in eval_metrics.items()}
           writer.write(done, eval_metrics)
         signum = signals.agreed() if (n_proc == 1 or done % config.log_every == 0) else None
         if done % config.checkpoint_every == 0 or last or signum:

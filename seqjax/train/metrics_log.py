@@ -100,7 +100,10 @@ class MetricsWriter:
       rate = f" {steps_per_sec:.1f} steps/s ETA {eta}"
     else:
       rate = ""
-    if self._tty:
+    if self._tty and not steps_per_sec:  # Evaluations: a line that stays above the bar.
+      sys.stderr.write(f"\r{step}/{self._num_steps} {shown}\033[K\n")
+      sys.stderr.flush()
+    elif self._tty:
       width = 20
       done = int(width * step / max(self._num_steps, 1))
       bar = "#" * done + "." * (width - done)
