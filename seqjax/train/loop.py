@@ -275,7 +275,7 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str)
           ckpt.wait()
           name = signal.Signals(signum).name
           raise StopRequested(f"stopped by {name} at step {done}; checkpoint saved in "
-                                  f"{ckpt.directory}; rerun the same command to resume", signum)
+                              f"{ckpt.directory}; rerun the same command to resume", signum)
     ckpt.wait()
     final_state = _first_replica(state_rep)
     results = None
