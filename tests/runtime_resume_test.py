@@ -72,16 +72,17 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(reference, tmp_path):
   assert_same_run(tmp_path, reference)
 
 
-def test_sigterm_saves_a_checkpoint_and_resumes_exactly(reference, tmp_path):
-  # Given a run sent SIGTERM mid-run,
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_a_checkpoint_and_resumes_exactly(reference, tmp_path, sig):
+  # Given a run sent SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C) mid-run,
   proc = rh.start(tmp_path, *rh.LONG)
   rh.wait_for_step(tmp_path, proc, 45)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   _, stderr = proc.communicate(timeout=120)
-  # Then it exits with 128 + SIGTERM after saving a checkpoint at the step it stopped at.
-  assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+  # Then it exits with 128 + signal after saving a checkpoint at the step it stopped at.
+  assert proc.returncode == 128 + sig, stderr[-2000:]
   lines = rh.error_lines(stderr)
-  assert len(lines) == 1 and lines[0].startswith("error: stopped by SIGTERM at step "), lines
+  assert len(lines) == 1 and lines[0].startswith(f"error: stopped by {sig.name} at step "), lines
   stopped = int(lines[0].split("at step ")[1].split(";")[0])
   assert 45 <= stopped < FINAL
   assert rh.checkpoint_steps(tmp_path)[-1] == stopped
