@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
+from seqjax import fused
 
 Cell = cells_lib.Cell
 
@@ -122,14 +123,20 @@ def _parallel_unroll(cell, gx, lengths, h0):
   return hs, carry
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat"))
-def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat):
+@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat", "impl"))
+def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl="scan"):
   if reverse:
     xs = _reverse(xs, lengths)
   if cell.parallel:
     ys, carry = _parallel_unroll(cell, cell.project(params, xs), lengths, carry)
     return (_reverse(ys, lengths) if reverse else ys), carry
   gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
+  if impl == "fused":  # Whole-sequence recurrence with a hand-written backward (fused.py).
+    mask = None if lengths is None else jnp.arange(xs.shape[1])[:, None] < lengths[None, :]
+    hs, carry = fused.unroll_time_major(cell, params, gx, mask, carry, unroll_steps)
+    ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
+    ys = jnp.swapaxes(ys, 0, 1)
+    return (_reverse(ys, lengths) if reverse else ys), carry
   step = jax.checkpoint(cell.step) if remat else cell.step
 
   if lengths is None:
@@ -156,7 +163,7 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat):
 
 def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None = None,
            reverse: bool = False, initial_carry: Any = None, unroll: int = 1,
-           remat: bool = False, carry_dtype=jnp.float32):
+           remat: bool = False, carry_dtype=jnp.float32, impl: str = "auto"):
   """Runs ``cell`` over a batch of sequences.
 
   Args:
@@ -169,8 +176,12 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
       with the inputs.
     initial_carry: ``[b, h]`` (or ``(h, c)`` for LSTMs); zeros of ``carry_dtype`` by default.
     unroll: ``lax.scan`` unroll factor (steps per loop iteration).
-    remat: rematerialise each step in the backward pass instead of storing its activations.
+    remat: rematerialise each step in the backward pass instead of storing its activations
+      (plain scan only: the fused path already stores just what its backward needs).
     carry_dtype: dtype of the default initial carry.
+    impl: ``'scan'`` (autodiff through ``lax.scan``), ``'fused'`` (``lstm`` and ``gru`` with
+      ``reset_after``: a whole-sequence recurrence with a hand-written backward, see
+      ``fused.py``) or ``'auto'``: fused where it is measured faster (CPU), scan elsewhere.
 
   Returns:
     ``(ys, final_carry)``: ``ys: [b, t, h]`` and the carry after each example's last valid step.
@@ -192,8 +203,9 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     lengths = jnp.asarray(lengths, jnp.int32)
   if not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"unroll must be a positive int; got {unroll!r}")
+  impl = fused.choose(cell, impl, initial_carry)
   return _unroll(cell, params, jnp.asarray(xs), lengths, initial_carry, bool(reverse),
-                 unroll, bool(remat))
+                 unroll, bool(remat), impl)
 
 
 # ----------------------------------------------------------------------------- layers of cells
