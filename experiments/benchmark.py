@@ -7,6 +7,7 @@ with the ratio of seqjax to each peer. Benchmarks are not tests: nothing here as
     python -m experiments.benchmark                       # the reference shapes for this backend
     python -m experiments.benchmark --shapes=32x128x256x256 --cells=lstm --dtypes=float32
     python -m experiments.benchmark --json=bench.json     # also write machine-readable rows
+    python -m experiments.benchmark --impl=scan           # seqjax's plain scan, not the fast path
 
 A shape is ``batch x time x input x hidden``. A peer that is not installed is skipped with a note.
 """
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells
+from seqjax import fused
 from seqjax import recurrent
 
 # The shapes of the reference tables in the project's benchmark section.
@@ -40,6 +42,8 @@ _MODES = flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward
 _PEERS = flags.DEFINE_list("peers", ["torch", "flax"], "peers to time beside seqjax")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions; the median is reported")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
+_IMPL = flags.DEFINE_enum("impl", "auto", ["auto", "scan", "fused"],
+                          "seqjax recurrence: plain scan, fused (LSTM/GRU custom VJP) or auto")
 _JSON = flags.DEFINE_string("json", None, "write the rows as JSON to this path")
 
 
@@ -66,14 +70,14 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
   return statistics.median(times)
 
 
-def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps):
+def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto"):
   b, t, d, h = shape
   cell = cells.get_cell(cell_name)
   params = cell.init(jax.random.PRNGKey(0), d, h, dtype)
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d), jnp.float32).astype(dtype)
 
   def forward(params, xs):
-    return recurrent.unroll(cell, params, xs, unroll=unroll_steps)[0]
+    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl)[0]
 
   if mode == "train":
     fn = jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
@@ -125,7 +129,8 @@ def _torch_fn(cell_name, shape, dtype, mode):
   return run
 
 
-def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_steps):
+def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_steps,
+                   seqjax_impl="auto"):
   """Times every combination; returns one dict per (shape, cell, dtype, mode, implementation)."""
   rows, notes = [], []
   available = {}
@@ -137,7 +142,8 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
       notes.append(f"{peer} is not installed: skipped")
     except KeyError:
       raise app.UsageError(f"unknown peer {peer!r}; known peers: torch, flax") from None
-  builders = {"seqjax": lambda *a: _seqjax_fn(*a, unroll_steps),
+  builders = {"seqjax": lambda *a: _seqjax_fn(*a, unroll_steps,
+                                                    _resolve(seqjax_impl, a[0])),
               "torch": _torch_fn, "flax": _flax_fn}
   for shape in shapes:
     for cell_name in cell_names:
@@ -159,6 +165,11 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
             print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} {mode:>5} "
                   f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s", flush=True)
   return rows, notes
+
+
+def _resolve(impl, cell_name):
+  """'fused' only exists for LSTM and GRU; other cells fall back to the scan."""
+  return impl if fused.supports(cells.get_cell(cell_name)) else "scan"
 
 
 def format_table(rows, peers) -> str:
@@ -199,9 +210,10 @@ def main(argv):
   backend = jax.default_backend()
   default = GPU_SHAPES if backend == "gpu" else CPU_SHAPES
   shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
-  print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}")
+  print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}; "
+        f"seqjax impl {_IMPL.value}")
   rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value, _PEERS.value,
-                               _REPEATS.value, _UNROLL.value)
+                               _REPEATS.value, _UNROLL.value, _IMPL.value)
   peers = [p for p in _PEERS.value if any(r["impl"] == p for r in rows)]
   print()
   print(format_table(rows, peers))
@@ -210,7 +222,8 @@ def main(argv):
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"backend": backend, "device": jax.devices()[0].device_kind,
-                 "jax": jax.__version__, "rows": rows, "notes": notes}, f, indent=1)
+                 "jax": jax.__version__, "impl": _IMPL.value, "rows": rows, "notes": notes},
+                f, indent=1)
 
 
 if __name__ == "__main__":

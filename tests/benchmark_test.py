@@ -32,3 +32,18 @@ def test_benchmark_rows_times_every_requested_combination():
       ("gru", "infer"), ("gru", "train"), ("min_lstm", "infer"), ("min_lstm", "train")]
   for row in rows:
     assert row["tokens_per_sec"] == pytest.approx(2 * 3 / row["seconds"])
+
+
+@pytest.mark.parametrize("impl", ["scan", "fused"])
+def test_benchmark_rows_runs_each_seqjax_implementation(impl, monkeypatch):
+  asked = []
+  unroll = benchmark.recurrent.unroll
+  monkeypatch.setattr(benchmark.recurrent, "unroll",
+                      lambda *a, **k: asked.append((a[0].name, k["impl"])) or unroll(*a, **k))
+  rows, notes = benchmark.benchmark_rows([(2, 3, 4, 5)], ["lstm", "min_gru"], ["float32"],
+                                         ["train"], [], repeats=1, unroll_steps=1,
+                                         seqjax_impl=impl)
+  assert notes == []
+  assert sorted(r["cell"] for r in rows) == ["lstm", "min_gru"]
+  # 'fused' exists for LSTM and GRU only; min_gru falls back to the scan instead of failing.
+  assert set(asked) == {("lstm", impl), ("min_gru", "scan")}
