@@ -151,8 +151,8 @@ def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment]
   except loop.StopRequested as e:
     fail(str(e), 128 + e.signum)
   except KeyboardInterrupt:
-    fail("interrupted by a second Ctrl-C before the checkpoint was saved; rerun the same "
-         "command to resume from the last checkpoint", 130)
+    # Ctrl-C before the loop started, or a second one while it was saving.
+    fail("interrupted; rerun the same command to resume from the last checkpoint", 130)
   except (workdir_lib.WorkdirError, loop.NonFiniteLossError, checkpointing.CheckpointError) as e:
     fail(str(e), 1)
   except ValueError as e:
