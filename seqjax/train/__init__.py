@@ -53,6 +53,7 @@ The workdir contract (``seqjax/train/workdir.py``)::
   config.json  metrics.jsonl  tensorboard/  checkpoints/<step>/  results.json  *.png
 """
 
+from seqjax.train.checkpointing import CheckpointError
 from seqjax.train.checkpointing import Checkpointer
 from seqjax.train.cli import define_flags
 from seqjax.train.cli import main
@@ -69,7 +70,7 @@ from seqjax.train.optimizers import make_schedule
 from seqjax.train.workdir import read_metrics
 
 __all__ = [
-    "Checkpointer", "Experiment", "MetricsWriter", "NonFiniteLossError", "StopRequested",
+    "CheckpointError", "Checkpointer", "Experiment", "MetricsWriter", "NonFiniteLossError", "StopRequested",
     "TrainState", "define_flags", "main", "make_optimizer", "make_schedule", "make_train_step",
     "read_metrics", "run", "runtime_config",
 ]
