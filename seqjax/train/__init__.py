@@ -39,10 +39,15 @@ Contract of the pieces:
   this process has run: that is what makes resume exact and multi-host runs equal one host.
 * ``evaluate(params, step)`` gets host (numpy) params on every process every
   ``config.eval_every`` steps and at the last step; names its metrics ``eval/...`` (or
-  ``test/...``); with ``config.best_metric`` set, the best checkpoint by that metric is kept.
+  ``test/...``; names without ``/`` get ``eval/``); with ``config.best_metric`` set, the best
+  checkpoint by that metric is kept.
 * ``results(params, history)`` returns the experiment's summary, merged into results.json
   (which also holds ``step`` and the last record of each split). ``history`` is the list of
   metrics.jsonl records. ``plot(workdir, history)`` writes PNGs (use matplotlib's Agg backend).
+  Both run on process 0 only, after the last step (also when a finished run is rerun).
+* ``optimizer`` (optional) replaces the optax transformation built from the config.
+* Validation: raise ``ValueError`` naming the config field (``config.hidden_size must be > 0,
+  got 0``) from ``make_experiment``; the entry point turns it into a one-line error.
 
 Lower-level pieces for experiments with special needs: :func:`make_train_step`,
 :func:`make_optimizer`, :class:`Checkpointer`, :class:`MetricsWriter`, and
