@@ -123,13 +123,14 @@ def init(key, spec: Spec) -> dict:
   keys = iter(jax.random.split(key, 8 + spec.decoder_layers))
   e, h = spec.embed_size, spec.hidden_size
   context = spec.key_size if spec.uses_context else 0
+  # Bahdanau and Cho feed the context into the decoder RNN; Luong only into the output layer.
+  first_input = e + (context if spec.attention in ("none", "additive") else 0)
   params = {
       "src_embed": jax.random.uniform(next(keys), (spec.src_vocab, e), jnp.float32, -0.1, 0.1),
       "tgt_embed": jax.random.uniform(next(keys), (spec.tgt_vocab, e), jnp.float32, -0.1, 0.1),
       "encoder": recurrent.init_stack(next(keys), cell, e, h, spec.encoder_layers,
                                       spec.bidirectional),
-      "decoder": [cell.init(next(keys), (e + (context if spec.attention in ("none", "additive")
-                                              else 0)) if layer == 0 else h, h)
+      "decoder": [cell.init(next(keys), first_input if layer == 0 else h, h)
                   for layer in range(spec.decoder_layers)],
       "output": _dense(next(keys), h + (context + e if context else 0), spec.tgt_vocab),
   }
