@@ -167,7 +167,7 @@ def plot_attention(path: str, src_pieces, out_pieces, weights) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(1.0 + 0.4 * len(src_pieces), 1.0 + 0.4 * len(out_pieces)))
-  ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+  ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")  # scaled to its own maximum
   ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90)
   ax.set_yticks(range(len(out_pieces)), out_pieces)
   ax.set_xlabel("source")
