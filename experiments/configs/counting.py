@@ -1,0 +1,97 @@
+"""Config of "GRU vs LSTM counting" (Weiss, Goldberg & Yahav 2018, arXiv 1805.04908).
+
+Run it with::
+
+  python -m experiments.counting --workdir runs/counting
+  python -m experiments.counting --workdir /tmp/counting-smoke \
+      --config experiments/configs/counting.py:smoke
+
+(``make run`` runs the first, with a timestamped workdir.) Variants: ``""`` (default: a^n b^n,
+a^n b^n c^n and Dyck-1; LSTM and GRU; 5 seeds each; both acceptance rules), ``smoke`` (tiny,
+under a minute; used by the tests), ``sampled`` (the default with the softmax trained on the
+sampled next symbol, as in the paper's notebook, instead of the constant-hazard targets).
+
+Every (language, cell, head) is its own network, ``num_seeds`` times over, and all of them train
+together in one runtime step: the loss is the sum of theirs, their parameters are disjoint and
+Adam is per parameter, so each network gets exactly the updates it would get alone.
+"""
+
+import ml_collections
+
+from seqjax import train
+
+
+def get_config(arg: str = ""):
+  """Returns the counting config; ``arg`` picks a variant ("", "smoke", "sampled")."""
+  config = train.runtime_config()
+  # Languages to study, comma-separated, from seqjax.data.languages: anbn, anbncn, dyck1.
+  config.languages = "anbn,anbncn,dyck1"
+  # Recurrent cells to compare, comma-separated, from seqjax.cells.
+  config.cells = "lstm,gru"
+  # Output heads, comma-separated: "sets" (one sigmoid per symbol, next-symbol-set rule) and/or
+  # "softmax" (next-symbol cross-entropy, probability-threshold rule).
+  config.heads = "sets,softmax"
+  # Networks per (language, cell, head), trained in parallel with jax.vmap over seeds.
+  config.num_seeds = 5
+  # Largest training size n per language (the paper: n < 100 for a^n b^n, n < 50 for a^n b^n c^n).
+  config.train_max = ml_collections.ConfigDict({"anbn": 100, "anbncn": 50, "dyck1": 50})
+  # Dyck-1 training words per nesting depth.
+  config.dyck_per_depth = 2
+  # Embedding and hidden sizes (the paper: 3 and 10).
+  config.embed_size = 3
+  config.hidden_size = 10
+  # Added to the LSTM forget-gate bias at init, so the cell keeps its memory early in training.
+  config.forget_bias = 1.0
+  # Softmax training targets: "hazard" (the next-symbol distribution of a process that stops with
+  # probability stop_prob at every size, independent of where training ends) or "sampled" (the
+  # actual next symbol, as in the paper's notebook).
+  config.softmax_targets = "hazard"
+  # Stopping probability of the "hazard" targets; well above the thresholds below.
+  config.stop_prob = 0.1
+  # Loss average: "string" (per string, then over strings: every n weighs the same) or "token".
+  config.loss_weighting = "string"
+  # Probability thresholds of the threshold rule (the notebook's saved networks used 0.005;
+  # its default is 0.01).
+  config.thresholds = (0.005, 0.01)
+  # Sizes n = 1..eval_n_max are tested for the generalisation limit.
+  config.eval_n_max = 1000
+  # Stop testing larger n once every seed has failed every rule and n > this (0 = test all).
+  config.eval_min_n = 400
+  # Seeds x strings x time steps per evaluation block (bounds the evaluation's memory).
+  config.eval_budget = 1_500_000
+  # Size n of the long a^n b^n string whose LSTM cell state and GRU hidden state are plotted.
+  config.state_plot_n = 300
+  # Measure one vmapped step over the seeds against a Python loop of per-seed steps.
+  config.time_seed_vmap = True
+
+  # Training: minibatches of strings drawn uniformly from the training set; Adam with warmup and
+  # cosine decay. The paper used Adam at lr 1e-3.
+  config.batch_size = 20
+  config.num_steps = 4000
+  config.learning_rate = 1e-2
+  config.schedule = "cosine"
+  config.warmup_steps = 100
+  config.min_lr_ratio = 0.01
+  # Clipping is global over every network here, so it would couple them: keep it off.
+  config.grad_clip_norm = 0.0
+  config.log_every = 100
+  config.eval_every = 1_000_000  # no mid-run evaluation: the limits are computed at the end
+  config.checkpoint_every = 500
+
+  if arg == "smoke":
+    config.num_seeds = 2
+    config.train_max = ml_collections.ConfigDict({"anbn": 6, "anbncn": 4, "dyck1": 4})
+    config.dyck_per_depth = 1
+    config.batch_size = 4
+    config.num_steps = 30
+    config.log_every = 10
+    config.checkpoint_every = 10
+    config.eval_n_max = 24
+    config.eval_min_n = 0
+    config.eval_budget = 200_000
+    config.state_plot_n = 12
+  elif arg == "sampled":
+    config.softmax_targets = "sampled"
+  elif arg:
+    raise ValueError(f"unknown counting config variant {arg!r}; use '', 'smoke' or 'sampled'")
+  return config

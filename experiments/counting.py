@@ -1,0 +1,250 @@
+"""GRU vs LSTM counting (Weiss, Goldberg & Yahav 2018): ``python -m experiments.counting``.
+
+Trains, for every language, cell and output head in the config, ``num_seeds`` networks at once
+on the shared runtime (``seqjax.train``: workdir, metrics.jsonl, checkpoints, exact resume), then
+finds each network's generalisation limit under both acceptance rules (``seqjax.counting``) and
+writes results.json and the plots into the workdir. See ``experiments/configs/counting.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import ml_collections
+import numpy as np
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
+
+from seqjax import cells as cells_lib  # pylint: disable=wrong-import-position
+from seqjax import counting  # pylint: disable=wrong-import-position
+from seqjax import train  # pylint: disable=wrong-import-position
+from seqjax.data import languages  # pylint: disable=wrong-import-position
+
+ACCEPTANCE_FILE = "acceptance.json"
+
+
+def _names(field: str, value: str, allowed) -> list[str]:
+  names = [v.strip() for v in value.split(",") if v.strip()]
+  bad = [n for n in names if n not in allowed]
+  if not names or bad:
+    raise ValueError(f"config.{field}={value!r}: use a comma-separated subset of "
+                     f"{', '.join(allowed)}" + (f" (unknown: {', '.join(bad)})" if bad else ""))
+  return names
+
+
+class CountingStudy:
+  """The experiment's pieces for ``seqjax.train``: one param subtree per (language, cell, head).
+
+  Params are ``{"<language>/<cell>/<head>": params with a leading [num_seeds] axis}``.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    self.languages = [languages.get_language(n) for n in
+                      _names("languages", config.languages, languages.LANGUAGE_NAMES)]
+    cell_names = _names("cells", config.cells, cells_lib.CELL_NAMES)
+    self.heads = _names("heads", config.heads, counting.HEADS)
+    if config.softmax_targets not in counting.TARGETS:
+      raise ValueError(f"config.softmax_targets={config.softmax_targets!r}: use one of "
+                       f"{', '.join(counting.TARGETS)}")
+    if config.num_seeds < 1:
+      raise ValueError(f"config.num_seeds must be >= 1; got {config.num_seeds}")
+    if config.eval_n_max < 1:
+      raise ValueError(f"config.eval_n_max must be >= 1; got {config.eval_n_max}")
+    self.cells = {}
+    for name in cell_names:
+      options = {"forget_bias": config.forget_bias} if "lstm" in name else {}
+      self.cells[name] = cells_lib.get_cell(name, **options)
+    self.models = [(lang, cell, head) for lang in self.languages for cell in cell_names
+                   for head in self.heads]
+    # The full training set of every language and head, as arrays; minibatches are row picks.
+    self.data = {}
+    for lang in self.languages:
+      train_max = config.train_max.get(lang.name, lang.train_max)
+      strings = lang.train_strings(train_max, per_size=config.dyck_per_depth, seed=config.seed)
+      for head in self.heads:
+        self.data[lang.name, head] = counting.training_batch(
+            lang, strings, head, config.softmax_targets, config.stop_prob)
+    self.losses = {head: {name: counting.make_seed_loss(cell, head, config.loss_weighting)
+                          for name, cell in self.cells.items()} for head in self.heads}
+    self._final = None  # params and verdicts kept by results() for plot()
+
+  @staticmethod
+  def key(lang, cell: str, head: str) -> str:
+    return f"{lang.name}/{cell}/{head}"
+
+  # ------------------------------------------------------------------------- runtime pieces
+  def init(self, rng):
+    params = {}
+    for index, (lang, cell, head) in enumerate(self.models):
+      keys = jax.random.split(jax.random.fold_in(rng, index), self.config.num_seeds)
+      params[self.key(lang, cell, head)] = jax.vmap(
+          lambda k, c=self.cells[cell], v=lang.vocab_size: counting.init_params(
+              k, c, v, self.config.embed_size, self.config.hidden_size))(keys)
+    return params
+
+  def get_batch(self, step: int, shard_index: int, num_shards: int):
+    """The same ``batch_size`` strings per language for every cell, head and seed."""
+    rng = np.random.default_rng((self.config.seed, step))
+    per_shard = self.config.batch_size // num_shards
+    batch = {}
+    for lang in self.languages:
+      rows = len(self.data[lang.name, self.heads[0]]["inputs"])
+      pick = rng.integers(0, rows, self.config.batch_size)
+      pick = pick[shard_index * per_shard:(shard_index + 1) * per_shard]
+      for head in self.heads:
+        data = self.data[lang.name, head]
+        batch[f"{lang.name}/{head}"] = {k: v[pick] for k, v in data.items()}
+    return batch
+
+  def loss_fn(self, params, batch, rng):
+    del rng  # deterministic: the minibatch is the only randomness of a step
+    total, metrics = 0.0, {}
+    for lang, cell, head in self.models:
+      loss_one = self.losses[head][cell]
+      per_seed = jax.vmap(loss_one, in_axes=(0, None))(params[self.key(lang, cell, head)],
+                                                      batch[f"{lang.name}/{head}"])
+      # Summed, not averaged: every network's gradient is exactly its own loss's gradient.
+      total = total + per_seed.sum()
+      metrics[f"train/{lang.name}_{cell}_{head}_loss"] = per_seed.mean()
+    return total, metrics
+
+  # ------------------------------------------------------------------------- results
+  def results(self, params, history):
+    del history
+    config = self.config
+    out = {"models": {}, "summary": {}}
+    verdicts = {}
+    for lang, cell, head in self.models:
+      key = self.key(lang, cell, head)
+      p = jax.tree.map(jnp.asarray, params[key])
+      data = self.data[lang.name, head]
+      final_loss = jax.vmap(self.losses[head][cell], in_axes=(0, None))(p, data)
+      start = time.perf_counter()
+      passed = counting.evaluate(self.cells[cell], p, lang, config.eval_n_max, head,
+                                 tuple(config.thresholds), config.eval_budget, config.eval_min_n)
+      seconds = time.perf_counter() - start
+      verdicts[key] = passed
+      limits = {rule: counting.generalisation_limit(ok).tolist() for rule, ok in passed.items()}
+      tested = int(next(iter(passed.values())).shape[1])
+      out["models"][key] = {
+          "language": lang.name, "cell": cell, "head": head,
+          "final_train_loss": np.asarray(final_loss).tolist(),
+          "limit": limits, "tested_up_to_n": tested, "eval_seconds": round(seconds, 2)}
+      for rule, values in limits.items():
+        out["summary"].setdefault(f"{lang.name}/{rule}", {})[cell] = {
+            "median": float(np.median(values)), "min": int(min(values)),
+            "max": int(max(values)), "seeds": values,
+            # A limit equal to tested_up_to_n means "at least": nothing larger was tested.
+            "capped": bool(max(values) >= tested)}
+    out["ordering"] = _ordering(out["summary"])
+    if config.time_seed_vmap:
+      lang, cell, head = self.models[0]
+      batch = self.get_batch(0, 0, 1)[f"{lang.name}/{head}"]
+      out["seed_vmap_timing"] = {"model": self.key(lang, cell, head), **counting.time_seed_vmap(
+          self.cells[cell], head, params[self.key(lang, cell, head)], batch)}
+    self._final = (params, verdicts)
+    return out
+
+  def plot(self, workdir: str, history):
+    del history
+    if self._final is None:
+      return
+    params, verdicts = self._final
+    with open(os.path.join(workdir, ACCEPTANCE_FILE), "w") as f:
+      json.dump({k: {rule: v.astype(int).tolist() for rule, v in rules.items()}
+                 for k, rules in verdicts.items()}, f)
+    for lang in self.languages:
+      _plot_acceptance(workdir, lang, self.config, self.cells, self.heads, verdicts)
+    anbn = [lang for lang in self.languages if lang.name == "anbn"]
+    if anbn:
+      _plot_states(workdir, anbn[0], self.cells, self.heads[0], params, self.config.state_plot_n)
+
+
+def _ordering(summary: dict) -> dict:
+  """Per language and rule: whether every GRU seed is below every LSTM seed."""
+  out = {}
+  for name, by_cell in summary.items():
+    if "lstm" in by_cell and "gru" in by_cell:
+      out[name] = {"every_gru_below_every_lstm":
+                   bool(max(by_cell["gru"]["seeds"]) < min(by_cell["lstm"]["seeds"]))}
+  return out
+
+
+def _plot_acceptance(workdir, lang, config, cells, heads, verdicts):
+  """One PNG per language: pass (dark) / fail (light) against n for every rule, cell and seed."""
+  rules = [(head, rule) for head in heads
+           for rule in verdicts[f"{lang.name}/{next(iter(cells))}/{head}"]]
+  fig, axes = plt.subplots(len(rules), 1, figsize=(10, 1.0 + 1.2 * len(rules) * len(cells)),
+                           squeeze=False)
+  for ax, (head, rule) in zip(axes[:, 0], rules):
+    rows, labels = [], []
+    width = max(verdicts[f"{lang.name}/{c}/{head}"][rule].shape[1] for c in cells)
+    for cell in cells:
+      ok = verdicts[f"{lang.name}/{cell}/{head}"][rule]
+      padded = np.full((ok.shape[0], width), np.nan)
+      padded[:, :ok.shape[1]] = ok
+      rows.append(padded)
+      labels += [f"{cell} s{s}" for s in range(ok.shape[0])]
+    image = np.concatenate(rows)
+    ax.imshow(image, aspect="auto", interpolation="nearest", cmap="Greys", vmin=-0.3, vmax=1,
+              extent=(0.5, width + 0.5, len(labels) - 0.5, -0.5))
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    train_max = config.train_max.get(lang.name, lang.train_max)
+    ax.axvline(train_max + 0.5, color="tab:red", lw=1)
+    ax.set_title(f"{lang.name}: {rule} rule (dark = n passes; red line = largest training n)",
+                 fontsize=9)
+  axes[-1, 0].set_xlabel("n")
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, f"acceptance_{lang.name}.png"), dpi=90)
+  plt.close(fig)
+
+
+def _plot_states(workdir, lang, cells, head, params, n):
+  """The paper's counting picture: LSTM cell state and GRU hidden state along a^n b^n (seed 0)."""
+  inputs, _, _ = languages.encode(lang, [lang.positive(n)])
+  fig, axes = plt.subplots(1, len(cells), figsize=(6 * len(cells), 3.5), squeeze=False)
+  for ax, (name, cell) in zip(axes[0], cells.items()):
+    seed0 = jax.tree.map(lambda a: jnp.asarray(a[0]), params[f"{lang.name}/{name}/{head}"])
+    h, c = counting.states_along(cell, seed0, jnp.asarray(inputs[0]))
+    values, what = (c, "cell state c") if c is not None else (h, "hidden state h")
+    ax.plot(np.arange(1, len(values) + 1) - 1, np.asarray(values), lw=1)
+    ax.axvline(n, color="grey", ls=":")
+    ax.set_title(f"{name} {what} along a^{n} b^{n} ({head} head, seed 0)", fontsize=9)
+    ax.set_xlabel("prefix length (BOS + symbols read)")
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, "states_anbn.png"), dpi=90)
+  plt.close(fig)
+
+
+def make_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
+  study = CountingStudy(config)
+  return train.Experiment(init=study.init, loss_fn=study.loss_fn, get_batch=study.get_batch,
+                          results=study.results, plot=study.plot)
+
+
+def _main():
+  handles = train.define_flags(os.path.join(os.path.dirname(__file__), "configs", "counting.py"))
+  workdir = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir=")), None)
+  if workdir is None and "--workdir" in sys.argv[:-1]:
+    workdir = sys.argv[sys.argv.index("--workdir") + 1]
+  if workdir:
+    print(f"workdir: {os.path.abspath(workdir)}", flush=True)
+  started = time.perf_counter()
+  try:
+    train.main(make_experiment, handles)
+  finally:
+    if workdir and os.path.exists(os.path.join(workdir, "results.json")):
+      print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))} "
+            f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+  _main()

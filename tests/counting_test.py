@@ -1,0 +1,254 @@
+"""Tests of seqjax.counting: acceptance rules, limit search, vmapped training, the smoke run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from seqjax import cells
+from seqjax import counting
+from seqjax.data import languages
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ANBN = languages.get_language("anbn")
+
+
+# ----------------------------------------------------------------------------- limit search
+def test_generalisation_limit_on_known_patterns():
+  ok = np.array([[1, 1, 1, 0, 1, 1],   # fails at n = 4
+                 [0, 1, 1, 1, 1, 1],   # fails at n = 1
+                 [1, 1, 1, 1, 1, 1],   # never fails: limit = everything tested
+                 [1, 0, 0, 0, 0, 0]], bool)
+  np.testing.assert_array_equal(counting.generalisation_limit(ok), [3, 0, 6, 1])
+  assert counting.generalisation_limit(np.ones(5, bool)) == 5
+  with pytest.raises(ValueError, match="last axis"):
+    counting.generalisation_limit(np.zeros((2, 0), bool))
+
+
+# ----------------------------------------------------------------------------- rules on fixed logits
+def test_threshold_rule_on_known_probabilities():
+  # Given "aabb" (inputs BOS a a b b; reads a a b b EOS) and chosen probabilities per position.
+  inputs, targets, lengths = languages.encode(ANBN, ["aabb"])
+  sets = languages.encode_sets(ANBN, ["aabb"]).astype(bool)
+  probs = np.array([[[0.990, 0.005, 0.005],    # reads a with p 0.99
+                     [0.992, 0.007, 0.001],    # reads a with p 0.992 (several allowed)
+                     [0.700, 0.008, 0.292],    # reads b with p 0.008 (several allowed)
+                     [0.001, 0.998, 0.001],    # reads b with p 0.998
+                     [0.001, 0.001, 0.998]]])  # reads EOS with p 0.998
+  flags = counting.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
+                                thresholds=(0.005, 0.01))
+  # When: the threshold is 0.005, every read symbol is above it; at 0.01 the b read with 0.008
+  # fails, unless only the deterministic positions (one allowed symbol) are judged.
+  assert bool(flags["p>0.005"][0]) and not bool(flags["p>0.01"][0])
+  assert bool(flags["p>0.01/deterministic"][0])
+  # A low EOS probability at the end is judged in both modes.
+  probs[0, 4] = [0.5, 0.492, 0.008]
+  flags = counting.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
+                                thresholds=(0.01,))
+  assert not bool(flags["p>0.01"][0]) and not bool(flags["p>0.01/deterministic"][0])
+
+
+def test_set_rule_exact_versus_accepting():
+  inputs, targets, lengths = languages.encode(ANBN, ["ab", "abb"])
+  sets = languages.encode_sets(ANBN, ["ab", "abb"], inputs.shape[1]).astype(bool)
+  logits = np.where(sets, 5.0, -5.0)
+  flags = counting.string_flags(jnp.asarray(logits), targets, lengths, sets, "sets")
+  # Exact sets: the positive is exact and accepted; the negative "abb" reads a b where only EOS
+  # is predicted, so it is rejected.
+  assert bool(flags["exact"][0])
+  np.testing.assert_array_equal(flags["accept"], [True, False])
+  # Predicting b also after "ab" (a superset) still accepts "ab" but no longer exactly.
+  logits[0, 2, 1] = 5.0
+  flags = counting.string_flags(jnp.asarray(logits), targets, lengths, sets, "sets")
+  assert bool(flags["accept"][0]) and not bool(flags["exact"][0])
+
+
+# ----------------------------------------------------------------------------- a hand-built counter
+def _counter_params(forget_bias_count=100.0, scale=20.0):
+  """A 2-unit LSTM that counts a^n b^n: c0 = #a - #b (leaky when forget_bias_count is small),
+  c1 = #b; embeddings one-hot (a, b, BOS); readout: a iff no b yet, b iff c0 > 0, EOS iff b seen
+  and c0 = 0."""
+  big = 100.0
+  h = 2
+  w_ih = np.zeros((3, 4 * h))
+  w_ih[0, 2 * h + 0] = big    # g0 = +1 on a
+  w_ih[1, 2 * h + 0] = -big   # g0 = -1 on b
+  w_ih[1, 2 * h + 1] = big    # g1 = +1 on b
+  b_hh = np.zeros(4 * h)
+  b_hh[0:h] = big                                # input gates open
+  b_hh[h:2 * h] = [forget_bias_count, big]       # forget gates: unit 0 maybe leaky
+  b_hh[3 * h:4 * h] = big                        # output gates open
+  out_w = np.zeros((h, 3))
+  out_b = np.zeros(3)
+  out_w[1, 0], out_b[0] = -scale, 0.38 * scale                      # a
+  out_w[0, 1], out_b[1] = scale, -0.38 * scale                      # b
+  out_w[1, 2], out_w[0, 2], out_b[2] = scale, -2 * scale, -0.38 * scale  # EOS
+  params = {"embed": np.eye(3), "out_w": out_w, "out_b": out_b,
+            "cell": {"w_ih": w_ih, "w_hh": np.zeros((h, 4 * h)), "b_ih": np.zeros(4 * h),
+                     "b_hh": b_hh}}
+  return jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+
+
+def _reference_verdicts(params, lang, n_max, head, threshold):
+  """Python-loop float64 LSTM + rule, straight from the definitions: pass flags for n = 1..n_max."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  sig = lambda x: 1.0 / (1.0 + np.exp(-x))
+
+  def logits_of(s):
+    ids = [lang.eos] + [lang.alphabet.index(ch) for ch in s]
+    hid = p["cell"]["w_hh"].shape[0]
+    h, c, out = np.zeros(hid), np.zeros(hid), []
+    for i in ids:
+      z = p["embed"][i] @ p["cell"]["w_ih"] + p["cell"]["b_ih"] + h @ p["cell"]["w_hh"] + \
+          p["cell"]["b_hh"]
+      ig, fg, gg, og = np.split(z, 4)
+      c = sig(fg) * c + sig(ig) * np.tanh(gg)
+      h = sig(og) * np.tanh(c)
+      out.append(h @ p["out_w"] + p["out_b"])
+    return np.array(out)
+
+  def accepted(s, exact):
+    logits = logits_of(s)
+    reads = [lang.alphabet.index(ch) for ch in s] + [lang.eos]
+    if head == "sets":
+      if exact:
+        return np.array_equal(logits > 0, lang.next_sets(s))
+      return all(logits[t, r] > 0 for t, r in enumerate(reads))
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return all(probs[t, r] > threshold for t, r in enumerate(reads))
+
+  return np.array([accepted(lang.positive(n), True)
+                   and not any(accepted(neg, False) for neg in lang.negatives(n))
+                   for n in range(1, n_max + 1)])
+
+
+def _stack(params, copies=1):
+  return jax.tree.map(lambda a: jnp.stack([a] * copies), params)
+
+
+def test_hand_built_counter_is_accepted_at_every_size():
+  # Given an LSTM that counts exactly, When every n up to 150 is tested,
+  # Then every positive is recognised and every off-by-one negative rejected, under both rules.
+  cell = cells.get_cell("lstm")
+  params = _stack(_counter_params(), 2)
+  for head in ("sets", "softmax"):
+    passed = counting.evaluate(cell, params, ANBN, 150, head, thresholds=(0.005,),
+                               budget=200_000)
+    for rule, ok in passed.items():
+      if rule == "p>0.005" or rule == "sets" or rule.endswith("deterministic"):
+        np.testing.assert_array_equal(counting.generalisation_limit(ok), [150, 150], err_msg=rule)
+
+
+@pytest.mark.parametrize("forget_bias,head,threshold", [
+    (2.2, "sets", 0.0),        # a leaky counter: exact for small n only
+    (100.0, "softmax", 0.01),  # P(a | a^k) ~ 0.009 for k >= 3: between the two thresholds
+    (100.0, "softmax", 0.005)])
+def test_verdicts_match_a_float64_python_loop(forget_bias, head, threshold):
+  cell = cells.get_cell("lstm")
+  params = _counter_params(forget_bias)
+  expected = _reference_verdicts(params, ANBN, 30, head, threshold)
+  rule = "sets" if head == "sets" else f"p>{threshold:g}"
+  got = counting.evaluate(cell, _stack(params), ANBN, 30, head, thresholds=(0.005, 0.01))[rule]
+  np.testing.assert_array_equal(got[0], expected)
+  # The patterns are not trivial: some sizes pass and some fail (or, at 0.005, all pass).
+  assert expected[0] and (not expected.all() or threshold == 0.005)
+
+
+def test_evaluate_stops_once_every_seed_failed():
+  cell = cells.get_cell("lstm")
+  params = _stack(_counter_params(2.2))   # fails from a small n on
+  passed = counting.evaluate(cell, params, ANBN, 500, "sets", budget=100_000, min_n=40)
+  ok = passed["sets"]
+  assert 40 <= ok.shape[1] < 500
+  with pytest.raises(ValueError, match="unknown head"):
+    counting.evaluate(cell, params, ANBN, 10, "argmax")
+
+
+# ----------------------------------------------------------------------------- model and training
+def test_states_along_is_the_unrolled_state():
+  cell = cells.get_cell("lstm")
+  params = counting.init_params(jax.random.PRNGKey(0), cell, 3)
+  inputs, _, lengths = languages.encode(ANBN, ["aaabbb"])
+  h, c = counting.states_along(cell, params, jnp.asarray(inputs[0]))
+  from seqjax import recurrent  # pylint: disable=import-outside-toplevel
+  ys, (h_last, c_last) = recurrent.unroll(cell, params["cell"], params["embed"][inputs])
+  np.testing.assert_allclose(h, ys[0], atol=1e-6)
+  np.testing.assert_allclose(c[-1], c_last[0], atol=1e-6)
+
+
+def test_vmapped_training_matches_a_loop_over_seeds():
+  # Given 3 seeds, When trained 6 minibatch steps together (vmap) and one by one,
+  # Then every seed ends with the same parameters.
+  cell = cells.get_cell("gru")
+  batch = counting.training_batch(ANBN, ANBN.train_strings(8), "softmax", "hazard", 0.1)
+  optimizer = counting.make_optimizer(1e-2, 6, "cosine", clip_norm=1.0, warmup_steps=2)
+  params = counting.init_seeds(range(3), cell, ANBN.vocab_size)
+  keys = jnp.stack([jax.random.PRNGKey(10 + s) for s in range(3)])
+  chunk = counting.make_train_chunk(cell, "softmax", optimizer, batch_size=4)
+  together, _, losses = chunk(params, counting.init_opt_state(optimizer, params), keys, batch,
+                              0, 6)
+  for s in range(3):
+    one = jax.tree.map(lambda a, s=s: a[s:s + 1], params)
+    alone, _, loss_alone = chunk(one, counting.init_opt_state(optimizer, one), keys[s:s + 1],
+                                 batch, 0, 6)
+    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(together)):
+      np.testing.assert_allclose(a[0], b[s], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_alone[:, 0], losses[:, s], rtol=1e-5)
+  assert float(losses[-1].mean()) < float(losses[0].mean())
+
+
+def test_loss_weighting_numbers():
+  cell = cells.get_cell("lstm")
+  params = counting.init_params(jax.random.PRNGKey(1), cell, 3)
+  batch = counting.training_batch(ANBN, ["ab", "aaabbb"], "sets")
+  logits = counting.apply(cell, params, batch["inputs"], batch["lengths"])
+  bce = np.asarray(optax.sigmoid_binary_cross_entropy(logits, batch["goal"]).sum(-1))
+  per_string = [bce[0, :3].mean(), bce[1, :7].mean()]
+  by_string = counting.make_seed_loss(cell, "sets", "string")(params, batch)
+  by_token = counting.make_seed_loss(cell, "sets", "token")(params, batch)
+  np.testing.assert_allclose(by_string, np.mean(per_string), rtol=1e-5)
+  np.testing.assert_allclose(by_token, (bce[0, :3].sum() + bce[1, :7].sum()) / 10, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_smoke_run_writes_results_and_plots(tmp_path):
+  workdir = tmp_path / "counting"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.counting", f"--workdir={workdir}",
+       f"--config={ROOT}/experiments/configs/counting.py:smoke"],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"workdir: {workdir}" in proc.stdout
+  results = json.loads((workdir / "results.json").read_text())
+  config = json.loads((workdir / "config.json").read_text())
+  assert results["step"] == config["num_steps"]
+  langs, cell_names = config["languages"].split(","), config["cells"].split(",")
+  expected_rules = {"sets": {"sets"}, "softmax": {
+      f"p>{t:g}{m}" for t in config["thresholds"] for m in ("", "/deterministic")}}
+  for lang in langs:
+    for cell in cell_names:
+      for head in config["heads"].split(","):
+        model = results["models"][f"{lang}/{cell}/{head}"]
+        assert set(model["limit"]) == expected_rules[head]
+        assert len(model["final_train_loss"]) == config["num_seeds"]
+        assert all(np.isfinite(model["final_train_loss"]))
+        for rule, seeds in model["limit"].items():
+          assert all(0 <= s <= model["tested_up_to_n"] for s in seeds)
+          summary = results["summary"][f"{lang}/{rule}"][cell]
+          assert summary["median"] == float(np.median(seeds))
+          assert (summary["min"], summary["max"]) == (min(seeds), max(seeds))
+  timing = results["seed_vmap_timing"]
+  assert timing["vmap_s_per_step"] > 0 and timing["loop_s_per_step"] > 0
+  for lang in langs:
+    assert (workdir / f"acceptance_{lang}.png").stat().st_size > 1000
+  assert (workdir / "states_anbn.png").stat().st_size > 1000
+  acceptance = json.loads((workdir / "acceptance.json").read_text())
+  first = acceptance[f"{langs[0]}/{cell_names[0]}/sets"]["sets"]
+  assert np.asarray(first).shape == (config["num_seeds"], config["eval_n_max"])
