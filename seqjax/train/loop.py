@@ -266,7 +266,7 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str)
           eval_metrics = experiment.evaluate(_first_replica(state_rep.params), done)
           eval_metrics = {(k if "/" in k else f"eval/{k}"): float(v)
                           for k, v in eval_metrics.items()}
-          writer.write(done, eval_metrics)
+          writer.write(done, eval_metrics, meter.rate(done))
         signum = signals.agreed() if (n_proc == 1 or done % config.log_every == 0) else None
         if done % config.checkpoint_every == 0 or last or signum:
           ckpt.save(done, _first_replica(state_rep), eval_metrics)

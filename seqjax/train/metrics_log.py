@@ -78,21 +78,21 @@ class MetricsWriter:
       by_split.setdefault(_split_of(name), {})[name] = float(value)
     for split, values in by_split.items():
       record = {"step": int(step), "split": split, **values}
-      if steps_per_sec is not None and split == "train":
+      if steps_per_sec is not None:
         record["steps_per_sec"] = float(steps_per_sec)
       # One write + flush per line: a SIGKILL can tear at most the last line, which resume drops.
       self._file.write(json.dumps(record) + "\n")
       if self._tb is not None:
         for name, value in values.items():
           self._tb.add_scalar(name, value, step)
-        if "steps_per_sec" in record:
-          self._tb.add_scalar(f"{split}/steps_per_sec", record["steps_per_sec"], step)
+        if "steps_per_sec" in record and split == "train":
+          self._tb.add_scalar("train/steps_per_sec", record["steps_per_sec"], step)
     self._file.flush()
     if self._tb is not None:
       self._tb.flush()
-    self._console(step, metrics, steps_per_sec)
+    self._console(step, metrics, steps_per_sec, is_train="train" in by_split)
 
-  def _console(self, step, metrics, steps_per_sec):
+  def _console(self, step, metrics, steps_per_sec, is_train):
     shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                      if k.endswith("loss") or k.startswith("eval/"))
     if steps_per_sec:
@@ -100,7 +100,7 @@ class MetricsWriter:
       rate = f" {steps_per_sec:.1f} steps/s ETA {eta}"
     else:
       rate = ""
-    if self._tty and not steps_per_sec:  # Evaluations: a line that stays above the bar.
+    if self._tty and not is_train:  # Evaluations: a line that stays above the bar.
       sys.stderr.write(f"\r{step}/{self._num_steps} {shown}\033[K\n")
       sys.stderr.flush()
     elif self._tty:
@@ -123,13 +123,16 @@ class MetricsWriter:
 
 
 class RateMeter:
-  """Steps per second between consecutive calls to ``rate(step)``."""
+  """Training steps per second over the window since the previous call at an earlier step."""
 
   def __init__(self, step: int):
-    self._step, self._time = step, time.perf_counter()
+    self._step, self._time, self._rate = step, time.perf_counter(), None
 
-  def rate(self, step: int) -> float:
+  def rate(self, step: int) -> float | None:
+    """The rate up to ``step``; a second call at the same step repeats the first's answer."""
+    if step == self._step:
+      return self._rate
     now = time.perf_counter()
-    rate = (step - self._step) / max(now - self._time, 1e-9)
+    self._rate = (step - self._step) / max(now - self._time, 1e-9)
     self._step, self._time = step, now
-    return rate
+    return self._rate

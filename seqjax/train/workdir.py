@@ -6,6 +6,7 @@ A workdir describes its run::
   DIR/metrics.jsonl     one JSON object per logged step and split:
                         {"step": 100, "split": "train", "train/loss": 0.17, ...,
                          "steps_per_sec": 41.2}
+                        (steps_per_sec: training steps per second since the previous record)
   DIR/tensorboard/      TensorBoard event files (same scalars as metrics.jsonl)
   DIR/checkpoints/<step>/  orbax checkpoints: the last ``keep_checkpoints`` and the best
   DIR/results.json      the experiment's summary, written when the run finishes
