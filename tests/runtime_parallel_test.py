@@ -16,6 +16,9 @@ import pytest
 import runtime_harness as rh
 
 RTOL = 1e-4
+# The gradient norm is a sum of near-cancelling per-example terms, so it carries the rounding
+# differences of the reduction order ~10x more than the loss does; it gets a looser bound.
+GRAD_NORM_RTOL = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def one_device(tmp_path_factory):
 
 
 def assert_same_numbers(workdir, reference) -> None:
-  """Every logged metric (train and eval) at every step agrees within RTOL."""
+  """Every logged loss and eval metric at every step agrees within RTOL."""
   got, want = rh.read_metrics(workdir), rh.read_metrics(reference)
   assert [(r["step"], r["split"]) for r in got] == [(r["step"], r["split"]) for r in want]
   assert len(want) == 10  # 8 train records (every 5 steps) + 2 evals (steps 20 and 40).
@@ -34,7 +37,8 @@ def assert_same_numbers(workdir, reference) -> None:
     assert sorted(g) == sorted(w)
     for key in w:
       if key not in ("step", "split"):
-        np.testing.assert_allclose(g[key], w[key], rtol=RTOL, err_msg=f"{key} at step {w['step']}")
+        rtol = GRAD_NORM_RTOL if key == "train/grad_norm" else RTOL
+        np.testing.assert_allclose(g[key], w[key], rtol=rtol, err_msg=f"{key} at step {w['step']}")
   got_results = rh.read_json(workdir, "results.json")
   want_results = rh.read_json(reference, "results.json")
   for key in ("final_eval_mse", "best_eval_mse", "baseline_mse"):
