@@ -180,3 +180,20 @@ def test_unwritable_or_missing_workdir_gives_one_line_error(tmp_path):
   proc = rh.run("")
   assert proc.returncode == 2
   assert rh.error_lines(proc.stderr)[0].startswith("error: --workdir is required")
+
+
+def test_a_workdir_in_use_is_refused(tmp_path):
+  # Given a run in progress, a second run on the same workdir stops with one line, touching
+  # nothing; the lock dies with its holder, so after a SIGKILL the workdir is usable again.
+  endless = ("--config.num_steps=1000000", "--config.log_every=5")
+  proc = rh.start(tmp_path, *endless)
+  rh.wait_for_step(tmp_path, proc, 5)
+  second = rh.run(tmp_path, *endless)
+  assert proc.poll() is None  # The first run was alive throughout.
+  proc.kill()
+  proc.communicate()
+  assert second.returncode == 1
+  lines = rh.error_lines(second.stderr)
+  assert len(lines) == 1 and f"workdir '{tmp_path}' is in use by a running job (pid {proc.pid}" \
+      in lines[0], lines
+  rh.assert_ok(rh.run(tmp_path, "--config.num_steps=20", "--config.allow_config_change=True"))

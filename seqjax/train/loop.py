@@ -201,9 +201,19 @@ def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str)
     StopRequested: SIGTERM / SIGINT arrived; a checkpoint was saved first.
   """
   config_lib.validate(config)
+  workdir_lib.check_writable(workdir)
+  # Two runs writing one workdir would interleave metrics and fight over checkpoints.
+  held_lock = workdir_lib.lock(workdir) if distributed.is_primary() else None
+  try:
+    return _run_locked(experiment, config, workdir)
+  finally:
+    if held_lock is not None:
+      held_lock.close()
+
+
+def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_dict = config_lib.to_dict(config)
   primary = distributed.is_primary()
-  workdir_lib.check_writable(workdir)
   existed = workdir_lib.check_config(workdir, config_dict, config.allow_config_change)
   distributed.barrier("config_checked")
   if primary and (not existed or config.allow_config_change):

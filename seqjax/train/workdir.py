@@ -18,6 +18,7 @@ Only process 0 writes these files; every process takes part in checkpointing.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from typing import Any
@@ -30,6 +31,7 @@ RESULTS = "results.json"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 CORRUPT = "corrupt_checkpoints"
+LOCK = ".lock"
 
 
 class WorkdirError(ValueError):
@@ -46,6 +48,30 @@ def check_writable(workdir: str) -> None:
     os.remove(probe)
   except OSError as e:
     raise WorkdirError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+
+
+def lock(workdir: str):
+  """Claims ``workdir`` for this run; WorkdirError if another live run holds it.
+
+  The lock is an advisory ``flock`` on ``DIR/.lock``: the kernel releases it when the holder
+  exits, even on SIGKILL, so a killed run never leaves a stale lock behind. Returns the open
+  file, which must stay open (referenced) for the lock to last.
+  """
+  path = os.path.join(workdir, LOCK)
+  f = open(path, "a+")
+  try:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError:
+    f.seek(0)
+    holder = f.read().strip() or "another process"
+    f.close()
+    raise WorkdirError(f"workdir {workdir!r} is in use by a running job ({holder}); wait for "
+                       "it to finish or stop it first") from None
+  f.seek(0)
+  f.truncate()
+  f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+  f.flush()
+  return f
 
 
 def check_config(workdir: str, config_dict: dict[str, Any], allow_change: bool) -> bool:
