@@ -12,6 +12,7 @@ A workdir describes its run::
   DIR/results.json      the experiment's summary, written when the run finishes
   DIR/*.png             the experiment's plots
   DIR/corrupt_checkpoints/  checkpoints that failed to restore, moved aside (only if any did)
+  DIR/.lock             held (flock) by the running job, so a second run on DIR is refused
 
 Only process 0 writes these files; every process takes part in checkpointing.
 """
