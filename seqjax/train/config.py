@@ -76,6 +76,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   def _check(ok, message):
     if not ok:
       raise ValueError(message)
+  _check(config.seed >= 0, f"config.seed must be >= 0, got {config.seed}")
   _check(config.num_steps >= 0, f"config.num_steps must be >= 0, got {config.num_steps}")
   _check(config.batch_size > 0, f"config.batch_size must be > 0, got {config.batch_size}")
   _check(config.optimizer in OPTIMIZERS,
