@@ -61,7 +61,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
 
 
 def _use_cpu_collectives() -> None:
-  # Cross-process collectives on CPU need an explicit implementation; GPUs and TPUs ignore this.
+  # Cross-process collectives on CPU need gloo. It is the default in jax 0.10; naming it keeps
+  # older jax versions (default "none": collectives fail) working. GPUs and TPUs ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
