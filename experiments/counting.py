@@ -8,6 +8,7 @@ writes results.json and the plots into the workdir. See ``experiments/configs/co
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -74,6 +75,8 @@ class CountingStudy:
             lang, strings, head, config.softmax_targets, config.stop_prob)
     self.losses = {head: {name: counting.make_seed_loss(cell, head, config.loss_weighting)
                           for name, cell in self.cells.items()} for head in self.heads}
+    self.logits_losses = {head: counting.make_logits_loss(head, config.loss_weighting)
+                          for head in self.heads}
     self._final = None  # params and verdicts kept by results() for plot()
 
   @staticmethod
@@ -96,24 +99,33 @@ class CountingStudy:
     per_shard = self.config.batch_size // num_shards
     batch = {}
     for lang in self.languages:
-      rows = len(self.data[lang.name, self.heads[0]]["inputs"])
-      pick = rng.integers(0, rows, self.config.batch_size)
+      first = self.data[lang.name, self.heads[0]]
+      pick = rng.integers(0, len(first["inputs"]), self.config.batch_size)
       pick = pick[shard_index * per_shard:(shard_index + 1) * per_shard]
+      batch[lang.name] = {k: first[k][pick] for k in ("inputs", "lengths", "mask")}
       for head in self.heads:
-        data = self.data[lang.name, head]
-        batch[f"{lang.name}/{head}"] = {k: v[pick] for k, v in data.items()}
+        batch[lang.name][f"goal/{head}"] = self.data[lang.name, head]["goal"][pick]
     return batch
 
   def loss_fn(self, params, batch, rng):
     del rng  # deterministic: the minibatch is the only randomness of a step
     total, metrics = 0.0, {}
-    for lang, cell, head in self.models:
-      loss_one = self.losses[head][cell]
-      per_seed = jax.vmap(loss_one, in_axes=(0, None))(params[self.key(lang, cell, head)],
-                                                      batch[f"{lang.name}/{head}"])
-      # Summed, not averaged: every network's gradient is exactly its own loss's gradient.
-      total = total + per_seed.sum()
-      metrics[f"train/{lang.name}_{cell}_{head}_loss"] = per_seed.mean()
+    for lang in self.languages:
+      data = batch[lang.name]
+      for cell in self.cells:
+        # Both heads' networks of a (language, cell) read the same strings: one vmap over all of
+        # them runs one scan instead of one per head.
+        keys = [self.key(lang, cell, head) for head in self.heads]
+        stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[params[k] for k in keys])
+        logits = jax.vmap(functools.partial(counting.apply, self.cells[cell]),
+                          in_axes=(0, None, None))(stacked, data["inputs"], data["lengths"])
+        for index, head in enumerate(self.heads):
+          mine = logits[index * self.config.num_seeds:(index + 1) * self.config.num_seeds]
+          per_seed = jax.vmap(self.logits_losses[head], in_axes=(0, None, None))(
+              mine, data[f"goal/{head}"], data["mask"])
+          # Summed, not averaged: every network's gradient is exactly its own loss's gradient.
+          total = total + per_seed.sum()
+          metrics[f"train/{lang.name}_{cell}_{head}_loss"] = per_seed.mean()
     return total, metrics
 
   # ------------------------------------------------------------------------- results
@@ -129,7 +141,8 @@ class CountingStudy:
       final_loss = jax.vmap(self.losses[head][cell], in_axes=(0, None))(p, data)
       start = time.perf_counter()
       passed = counting.evaluate(self.cells[cell], p, lang, config.eval_n_max, head,
-                                 tuple(config.thresholds), config.eval_budget, config.eval_min_n)
+                                 tuple(config.thresholds), config.eval_budget, config.eval_min_n,
+                                 parts=True)
       seconds = time.perf_counter() - start
       verdicts[key] = passed
       limits = {rule: counting.generalisation_limit(ok).tolist() for rule, ok in passed.items()}
@@ -147,7 +160,9 @@ class CountingStudy:
     out["ordering"] = _ordering(out["summary"])
     if config.time_seed_vmap:
       lang, cell, head = self.models[0]
-      batch = self.get_batch(0, 0, 1)[f"{lang.name}/{head}"]
+      data = self.get_batch(0, 0, 1)[lang.name]
+      batch = {"inputs": data["inputs"], "lengths": data["lengths"], "mask": data["mask"],
+               "goal": data[f"goal/{head}"]}
       out["seed_vmap_timing"] = {"model": self.key(lang, cell, head), **counting.time_seed_vmap(
           self.cells[cell], head, params[self.key(lang, cell, head)], batch)}
     self._final = (params, verdicts)
@@ -159,8 +174,9 @@ class CountingStudy:
       return
     params, verdicts = self._final
     with open(os.path.join(workdir, ACCEPTANCE_FILE), "w") as f:
-      json.dump({k: {rule: v.astype(int).tolist() for rule, v in rules.items()}
-                 for k, rules in verdicts.items()}, f)
+      # One string of 0/1 per seed: n = 1, 2, ... left to right.
+      json.dump({k: {rule: ["".join(map(str, row)) for row in v.astype(int)]
+                     for rule, v in rules.items()} for k, rules in verdicts.items()}, f)
     for lang in self.languages:
       _plot_acceptance(workdir, lang, self.config, self.cells, self.heads, verdicts)
     anbn = [lang for lang in self.languages if lang.name == "anbn"]
@@ -181,7 +197,7 @@ def _ordering(summary: dict) -> dict:
 def _plot_acceptance(workdir, lang, config, cells, heads, verdicts):
   """One PNG per language: pass (dark) / fail (light) against n for every rule, cell and seed."""
   rules = [(head, rule) for head in heads
-           for rule in verdicts[f"{lang.name}/{next(iter(cells))}/{head}"]]
+           for rule in verdicts[f"{lang.name}/{next(iter(cells))}/{head}"] if ":" not in rule]
   fig, axes = plt.subplots(len(rules), 1, figsize=(10, 1.0 + 1.2 * len(rules) * len(cells)),
                            squeeze=False)
   for ax, (head, rule) in zip(axes[:, 0], rules):

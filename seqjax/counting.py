@@ -144,10 +144,12 @@ def make_optimizer(learning_rate: float, num_steps: int, schedule: str = "consta
   return optax.chain(*parts, optax.adam(lr))
 
 
-def make_seed_loss(cell: cells_lib.Cell, head: str, weighting: str = "string") -> Callable:
-  """``(params, batch) -> loss`` of one network on a batch from :func:`training_batch`.
+def make_logits_loss(head: str, weighting: str = "string") -> Callable:
+  """``(logits [b, t, v], goal [b, t, v], mask [b, t]) -> loss`` of one network.
 
   Args:
+    head: ``'sets'`` (binary cross-entropy against next-symbol sets) or ``'softmax'``
+      (cross-entropy against next-symbol distributions).
     weighting: ``'string'`` averages the loss per string, then over strings (every size ``n``
       weighs the same); ``'token'`` over all valid positions, so long strings weigh more.
   """
@@ -155,12 +157,22 @@ def make_seed_loss(cell: cells_lib.Cell, head: str, weighting: str = "string") -
   _check_choice("weighting", weighting, ("string", "token"))
   per_position = _sets_bce if head == "sets" else _softmax_xent
 
-  def loss_fn(params, batch):
-    logits = apply(cell, params, batch["inputs"], batch["lengths"])
-    values, mask = per_position(logits, batch["goal"]), batch["mask"]
+  def loss_fn(logits, goal, mask):
+    values = per_position(logits, goal)
     if weighting == "token":
       return (values * mask).sum() / mask.sum()
     return _average(values, mask)
+
+  return loss_fn
+
+
+def make_seed_loss(cell: cells_lib.Cell, head: str, weighting: str = "string") -> Callable:
+  """``(params, batch) -> loss`` of one network on a batch from :func:`training_batch`."""
+  logits_loss = make_logits_loss(head, weighting)
+
+  def loss_fn(params, batch):
+    logits = apply(cell, params, batch["inputs"], batch["lengths"])
+    return logits_loss(logits, batch["goal"], batch["mask"])
 
   return loss_fn
 
@@ -321,7 +333,7 @@ def _blocks(n_max: int, longest, num_seeds: int, per_n: int, budget: int, quantu
 
 def evaluate(cell: cells_lib.Cell, params: dict, language: languages.Language, n_max: int,
              head: str, thresholds=(0.005, 0.01), budget: int = 1_500_000,
-             min_n: int = 0) -> dict:
+             min_n: int = 0, parts: bool = False) -> dict:
   """Verdicts for sizes ``n = 1..n_max`` and every seed.
 
   The sizes are evaluated in padded blocks of many strings at once (``budget`` bounds seeds x
@@ -333,6 +345,8 @@ def evaluate(cell: cells_lib.Cell, params: dict, language: languages.Language, n
     ``{rule: [S, n_tested] bool}``: ``n`` passes when its positive is accepted (for the set rule
     ``'sets'``: every predicted set exact) and all its off-by-one negatives are rejected. Rules of
     the softmax head are ``'p>0.01'``, ``'p>0.01/deterministic'``, ... for every threshold.
+    With ``parts``, also ``'<rule>:positive'`` (the positive passes) and ``'<rule>:negatives'``
+    (every negative is rejected) for every rule, to see which half fails.
   """
   _check_choice("head", head, HEADS)
   if n_max < 1:
@@ -359,9 +373,13 @@ def evaluate(cell: cells_lib.Cell, params: dict, language: languages.Language, n
         continue
       positive = flags["exact"][..., 0] if rule == "accept" else value[..., 0]
       name = "sets" if rule == "accept" else rule
-      passed.setdefault(name, []).append(positive & ~value[..., 1:].any(-1))
+      rejected = ~value[..., 1:].any(-1)
+      passed.setdefault(name, []).append(positive & rejected)
+      if parts:
+        passed.setdefault(f"{name}:positive", []).append(positive)
+        passed.setdefault(f"{name}:negatives", []).append(rejected)
     if min_n and sizes[-1] >= min_n and all(
-        (~np.concatenate(v, axis=1)).any(axis=1).all() for v in passed.values()):
+        (~np.concatenate(v, axis=1)).any(axis=1).all() for k, v in passed.items() if ":" not in k):
       break
   return {rule: np.concatenate(v, axis=1) for rule, v in passed.items()}
 

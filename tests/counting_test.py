@@ -230,8 +230,11 @@ def test_smoke_run_writes_results_and_plots(tmp_path):
   config = json.loads((workdir / "config.json").read_text())
   assert results["step"] == config["num_steps"]
   langs, cell_names = config["languages"].split(","), config["cells"].split(",")
-  expected_rules = {"sets": {"sets"}, "softmax": {
+  main_rules = {"sets": {"sets"}, "softmax": {
       f"p>{t:g}{m}" for t in config["thresholds"] for m in ("", "/deterministic")}}
+  # Each rule also comes split into its positive and its negatives half.
+  expected_rules = {head: rules | {f"{r}:{part}" for r in rules for part in ("positive", "negatives")}
+                    for head, rules in main_rules.items()}
   for lang in langs:
     for cell in cell_names:
       for head in config["heads"].split(","):
@@ -241,6 +244,9 @@ def test_smoke_run_writes_results_and_plots(tmp_path):
         assert all(np.isfinite(model["final_train_loss"]))
         for rule, seeds in model["limit"].items():
           assert all(0 <= s <= model["tested_up_to_n"] for s in seeds)
+          if ":" not in rule:  # passing needs both halves to pass
+            for part in ("positive", "negatives"):
+              assert all(s <= t for s, t in zip(seeds, model["limit"][f"{rule}:{part}"]))
           summary = results["summary"][f"{lang}/{rule}"][cell]
           assert summary["median"] == float(np.median(seeds))
           assert (summary["min"], summary["max"]) == (min(seeds), max(seeds))
@@ -251,4 +257,6 @@ def test_smoke_run_writes_results_and_plots(tmp_path):
   assert (workdir / "states_anbn.png").stat().st_size > 1000
   acceptance = json.loads((workdir / "acceptance.json").read_text())
   first = acceptance[f"{langs[0]}/{cell_names[0]}/sets"]["sets"]
-  assert np.asarray(first).shape == (config["num_seeds"], config["eval_n_max"])
+  assert len(first) == config["num_seeds"] and all(len(r) == config["eval_n_max"] for r in first)
+  assert [r.find("0") if "0" in r else len(r) for r in first] == \
+      results["models"][f"{langs[0]}/{cell_names[0]}/sets"]["limit"]["sets"]
