@@ -71,46 +71,61 @@ def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
   return "scan"
 
 
-def unroll_time_major(cell: cells_lib.Cell, params, gx: jax.Array, mask: jax.Array | None,
-                      carry, unroll_steps: int = 1):
-  """Runs a fused LSTM or GRU recurrence over projected inputs.
+def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Array | None,
+                       carry, unroll_steps: int = 1):
+  """Runs a fused LSTM or GRU layer, input projection included, over a batch of sequences.
 
   Args:
     cell: an ``lstm`` or ``gru`` (``reset_after=True``) cell.
-    params: the cell's params; ``w_hh: [h, g]`` and ``b_hh: [g]`` are used here.
-    gx: ``[t, b, g]`` projected inputs (``cell.project``), float32 or wider.
-    mask: ``None`` or ``[t, b]`` bool, False where a step is padding.
+    params: the cell's params (``w_ih``, ``b_ih``, ``w_hh``, ``b_hh``).
+    xs: ``[b, t, d]`` inputs.
+    mask: ``None`` or ``[b, t]`` bool, False where a step is padding.
     carry: the initial carry, ``(h, c)`` for the LSTM, ``h`` for the GRU, each ``[b, h]``.
-    unroll_steps: ``lax.scan`` unroll factor of both loops.
+    unroll_steps: unroll factor of both time loops.
 
   Returns:
-    ``(hs, final_carry)``: ``hs: [t, b, h]`` the hidden carry after every step (unmasked) and the
-    carry after the last step, both in the carry's dtype.
+    ``(hs, final_carry)``: ``hs: [b, t, h]`` the hidden carry after every step (not masked) and
+    the carry after the last step, both in the carry's dtype.
   """
-  dtype = cells_lib._compute_dtype(gx.dtype, *(leaf.dtype for leaf in jax.tree.leaves(carry)))  # pylint: disable=protected-access
-  gx = gx.astype(dtype)
-  keep = None if mask is None else mask.astype(dtype)[..., None]  # [t, b, 1]
-  b_hh = params["b_hh"].astype(dtype)
+  leaves = jax.tree.leaves(carry)
+  if xs.shape[1] == 0:  # Nothing to run (and no step to index): the carry is the result.
+    return jnp.zeros(xs.shape[:2] + leaves[0].shape[-1:], leaves[0].dtype), carry
+  dtype = cells_lib._compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))  # pylint: disable=protected-access
+  keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
+  weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
   if cell.name == "lstm":
     h0, c0 = carry
-    hs, cs = _lstm(unroll_steps, params["w_hh"], b_hh, gx, keep, h0.astype(dtype),
-                   c0.astype(dtype))
-    final = (_last(hs, h0), _last(cs, c0))
+    hs, c_last = _lstm(unroll_steps, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
+    final = (_last(hs, h0), c_last.astype(c0.dtype))
   else:
-    hs = _gru(unroll_steps, params["w_hh"], b_hh, gx, keep, carry.astype(dtype))
+    hs = _gru(unroll_steps, weights, xs, keep, carry.astype(dtype))
     final = _last(hs, carry)
-  h_dtype = jax.tree.leaves(carry)[0].dtype
-  return hs.astype(h_dtype), final
+  return hs.astype(leaves[0].dtype), final
 
 
-def _last(seq, initial):
-  """The carry after the last step (the initial carry for an empty sequence)."""
-  return (seq[-1] if seq.shape[0] else initial).astype(initial.dtype)
+def _last(hs, initial):
+  """The hidden carry after the last step."""
+  return hs[:, -1].astype(initial.dtype)
 
 
-def _shifted(seq, initial):
-  """``[initial, seq[0], ..., seq[t-2]]``: the carry each step started from, ``[t, b, h]``."""
-  return jnp.concatenate([initial[None].astype(seq.dtype), seq], axis=0)[:-1]
+def _shifted(hs, initial):
+  """``[initial, hs[:, 0], ..., hs[:, t-2]]``: the carry each step started from, ``[b, t, h]``."""
+  return jnp.concatenate([initial[:, None].astype(hs.dtype), hs], axis=1)[:, :-1]
+
+
+def _at(seq, t):
+  """``seq[:, t]`` of a batch-major ``[b, t, ...]`` array with a traced ``t``."""
+  return jax.lax.dynamic_index_in_dim(seq, t, axis=1, keepdims=False)
+
+
+def _put(seq, value, t):
+  """``seq.at[:, t].set(value)``, in place inside a loop."""
+  return jax.lax.dynamic_update_index_in_dim(seq, value.astype(seq.dtype), t, axis=1)
+
+
+def _project(xs, w_ih, dtype):
+  """``xs @ w_ih`` for every step at once, in the weights' dtype with ``dtype`` accumulation."""
+  return jnp.dot(xs.astype(w_ih.dtype), w_ih, preferred_element_type=dtype)
 
 
 def _recurrent_matmul(h, w_hh, dtype):
@@ -118,11 +133,21 @@ def _recurrent_matmul(h, w_hh, dtype):
   return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=dtype)
 
 
-def _weight_grads(h_prev, dgates, w_hh):
-  """``dw_hh = H_prev^T @ dGates`` over all ``t*b`` rows at once, and ``db_hh``."""
-  g = dgates.shape[-1]
-  dw = jnp.dot(h_prev.reshape(-1, h_prev.shape[-1]).T, dgates.reshape(-1, g))
-  return dw.astype(w_hh.dtype), jnp.sum(dgates.reshape(-1, g), axis=0)
+def _contract_rows(a, b):
+  """``A^T @ B`` over all ``b*t`` rows of batch-major ``a: [b, t, m]``, ``b: [b, t, n]``."""
+  return jax.lax.dot_general(a, b.astype(a.dtype), (((0, 1), (0, 1)), ((), ())))
+
+
+def _input_grads(weights, xs, dgx, dgh, h_prev):
+  """Gradients of the input and of all four weights, each one large op after the time loop."""
+  w_ih, b_ih, w_hh, b_hh = weights
+  dtype = dgx.dtype
+  dxs = jnp.dot(dgx, w_ih.T.astype(dtype)).astype(xs.dtype)
+  dw_ih = _contract_rows(xs.astype(dtype), dgx).astype(w_ih.dtype)
+  dw_hh = _contract_rows(h_prev, dgh).astype(w_hh.dtype)
+  db_ih = jnp.sum(dgx, axis=(0, 1)).astype(b_ih.dtype)
+  db_hh = jnp.sum(dgh, axis=(0, 1)).astype(b_hh.dtype)
+  return (dw_ih, db_ih, dw_hh, db_hh), dxs
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -132,38 +157,44 @@ def _lstm_scales(hid, dtype):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm(unroll_steps, w_hh, b_hh, gx, keep, h0, c0):
-  return _lstm_forward(unroll_steps, w_hh, b_hh, gx, keep, h0, c0)[0]
+def _lstm(unroll_steps, weights, xs, keep, h0, c0):
+  return _lstm_forward(unroll_steps, weights, xs, keep, h0, c0)[0]
 
 
-def _lstm_forward(unroll_steps, w_hh, b_hh, gx, keep, h0, c0):
-  dtype, hid = gx.dtype, h0.shape[-1]
+def _lstm_forward(unroll_steps, weights, xs, keep, h0, c0):
+  w_ih, b_ih, w_hh, b_hh = weights
+  dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
   scale = _lstm_scales(hid, dtype)
   shift = 1.0 - scale
-  bias = b_hh * scale
+  bias = (b_ih.astype(dtype) + b_hh.astype(dtype)) * scale
+  gx = _project(xs, w_ih, dtype)  # [b, t, 4h]
 
-  def body(carry, inputs):
-    h, c = carry
-    gx_t, keep_t = inputs
+  def body(t, state):
+    h, c, zs, hs, cs = state
     # One tanh for all four gates: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5.
-    act = jnp.tanh((gx_t + _recurrent_matmul(h, w_hh, dtype)) * scale + bias) * scale + shift
-    i, f, g, o = jnp.split(act, 4, axis=-1)
+    z = (_at(gx, t) + _recurrent_matmul(h, w_hh, dtype)) * scale + bias
+    i, f, g, o = jnp.split(jnp.tanh(z) * scale + shift, 4, axis=-1)
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
-    if keep_t is not None:
-      h_new = jnp.where(keep_t > 0, h_new, h)
-      c_new = jnp.where(keep_t > 0, c_new, c)
-    return (h_new, c_new), (act, h_new, c_new)
+    if keep is not None:
+      keep_t = _at(keep, t) > 0
+      h_new = jnp.where(keep_t, h_new, h)
+      c_new = jnp.where(keep_t, c_new, c)
+    return h_new, c_new, _put(zs, z, t), _put(hs, h_new, t), _put(cs, c_new, t)
 
-  _, (acts, hs, cs) = jax.lax.scan(body, (h0, c0), (gx, keep), unroll=unroll_steps)
-  return (hs, cs), (w_hh, acts, hs, cs, keep, h0, c0)
+  zeros = jnp.zeros((batch, time, hid), dtype)
+  state = (h0, c0, jnp.zeros((batch, time, 4 * hid), dtype), zeros, zeros)
+  _, c_last, zs, hs, cs = jax.lax.fori_loop(0, time, body, state, unroll=unroll_steps)
+  return (hs, c_last), (weights, xs, keep, zs, hs, cs, h0, c0)
 
 
 def _lstm_backward(unroll_steps, residuals, cotangents):
-  w_hh, acts, hs, cs, keep, h0, c0 = residuals
-  dhs, dcs = cotangents
-  dtype = acts.dtype
-  i, f, g, o = jnp.split(acts, 4, axis=-1)
+  weights, xs, keep, zs, hs, cs, h0, c0 = residuals
+  dhs, dc_last = cotangents
+  w_hh = weights[2]
+  dtype, time, hid = zs.dtype, zs.shape[1], h0.shape[-1]
+  scale = _lstm_scales(hid, dtype)
+  i, f, g, o = jnp.split(jnp.tanh(zs) * scale + (1.0 - scale), 4, axis=-1)
   c_prev = _shifted(cs, c0)
   tanh_c = jnp.tanh(cs)
   # Every cotangent of a step is linear in (dh, dc) arriving at its output; these are the
@@ -178,24 +209,22 @@ def _lstm_backward(unroll_steps, residuals, cotangents):
     dc_prev = jnp.where(keep > 0, f, 1.0)
   w_t = w_hh.T.astype(dtype)
 
-  def body(carry, inputs):
-    dh, dc = carry
-    dh_t, dc_t, dc_dh_t, coef_t, dc_prev_t, keep_t = inputs
-    dh = dh + dh_t
-    dc = dc + dc_t + dh * dc_dh_t
-    dgates = jnp.concatenate([dc, dc, dc, dh], axis=-1) * coef_t
-    dh_prev = jnp.dot(dgates, w_t)
-    if keep_t is not None:
-      dh_prev = dh_prev + (1.0 - keep_t) * dh
-    return (dh_prev, dc * dc_prev_t), dgates
+  def body(step, state):
+    dh, dc, dgates = state
+    t = time - 1 - step
+    dh = dh + _at(dhs, t)
+    dc = dc + dh * _at(dc_dh, t)
+    dgates_t = jnp.concatenate([dc, dc, dc, dh], axis=-1) * _at(coef, t)
+    dh_prev = jnp.dot(dgates_t, w_t)
+    if keep is not None:
+      dh_prev = dh_prev + (1.0 - _at(keep, t)) * dh
+    return dh_prev, dc * _at(dc_prev, t), _put(dgates, dgates_t, t)
 
-  zeros = jnp.zeros_like(h0)
-  (dh0, dc0), dgates = jax.lax.scan(body, (zeros, zeros),
-                                    (dhs, dcs, dc_dh, coef, dc_prev, keep),
-                                    reverse=True, unroll=unroll_steps)
-  dw, db = _weight_grads(_shifted(hs, h0), dgates, w_hh)
+  state = (jnp.zeros_like(h0), dc_last.astype(dtype), jnp.zeros_like(zs))
+  dh0, dc0, dgates = jax.lax.fori_loop(0, time, body, state, unroll=unroll_steps)
+  dweights, dxs = _input_grads(weights, xs, dgates, dgates, _shifted(hs, h0))
   dkeep = None if keep is None else jnp.zeros_like(keep)
-  return dw, db, dgates, dkeep, dh0, dc0
+  return dweights, dxs, dkeep, dh0, dc0
 
 
 _lstm.defvjp(_lstm_forward, _lstm_backward)
@@ -203,33 +232,41 @@ _lstm.defvjp(_lstm_forward, _lstm_backward)
 
 # ----------------------------------------------------------------------------- GRU
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _gru(unroll_steps, w_hh, b_hh, gx, keep, h0):
-  return _gru_forward(unroll_steps, w_hh, b_hh, gx, keep, h0)[0]
+def _gru(unroll_steps, weights, xs, keep, h0):
+  return _gru_forward(unroll_steps, weights, xs, keep, h0)[0]
 
 
-def _gru_forward(unroll_steps, w_hh, b_hh, gx, keep, h0):
-  dtype, hid = gx.dtype, h0.shape[-1]
+def _gru_forward(unroll_steps, weights, xs, keep, h0):
+  w_ih, b_ih, w_hh, b_hh = weights
+  dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
+  gx = _project(xs, w_ih, dtype)  # [b, t, 3h]
+  b_ih, b_hh = b_ih.astype(dtype), b_hh.astype(dtype)
 
-  def body(h, inputs):
-    gx_t, keep_t = inputs
+  def body(t, state):
+    h, rzs, ns, gh_ns, hs = state
+    gx_t = _at(gx, t) + b_ih
     gh = _recurrent_matmul(h, w_hh, dtype) + b_hh
     rz = 0.5 * jnp.tanh(0.5 * (gx_t[:, :2 * hid] + gh[:, :2 * hid])) + 0.5
     r, z = rz[:, :hid], rz[:, hid:]
     gh_n = gh[:, 2 * hid:]
     n = jnp.tanh(gx_t[:, 2 * hid:] + r * gh_n)
     h_new = n + z * (h - n)
-    if keep_t is not None:
-      h_new = jnp.where(keep_t > 0, h_new, h)
-    return h_new, (rz, n, gh_n, h_new)
+    if keep is not None:
+      h_new = jnp.where(_at(keep, t) > 0, h_new, h)
+    return (h_new, _put(rzs, rz, t), _put(ns, n, t), _put(gh_ns, gh_n, t),
+            _put(hs, h_new, t))
 
-  _, (rz, ns, gh_ns, hs) = jax.lax.scan(body, h0, (gx, keep), unroll=unroll_steps)
-  return hs, (w_hh, rz, ns, gh_ns, hs, keep, h0)
+  zeros = jnp.zeros((batch, time, hid), dtype)
+  state = (h0, jnp.zeros((batch, time, 2 * hid), dtype), zeros, zeros, zeros)
+  _, rzs, ns, gh_ns, hs = jax.lax.fori_loop(0, time, body, state, unroll=unroll_steps)
+  return hs, (weights, xs, keep, rzs, ns, gh_ns, hs, h0)
 
 
 def _gru_backward(unroll_steps, residuals, dhs):
-  w_hh, rz, ns, gh_ns, hs, keep, h0 = residuals
-  dtype = rz.dtype
-  r, z = jnp.split(rz, 2, axis=-1)
+  weights, xs, keep, rzs, ns, gh_ns, hs, h0 = residuals
+  w_hh = weights[2]
+  dtype, time, hid = rzs.dtype, rzs.shape[1], h0.shape[-1]
+  r, z = jnp.split(rzs, 2, axis=-1)
   h_prev = _shifted(hs, h0)
   # Linear in dh at the step's output: d(pre-activation of n) = dh * dn, and so on.
   dn = (1.0 - z) * (1.0 - ns * ns)
@@ -242,19 +279,20 @@ def _gru_backward(unroll_steps, residuals, dhs):
     dh_prev = jnp.where(keep > 0, z, 1.0)
   w_t = w_hh.T.astype(dtype)
 
-  def body(dh, inputs):
-    dh_t, coef_t, dh_prev_t = inputs
-    dh = dh + dh_t
-    dgh = jnp.concatenate([dh, dh, dh], axis=-1) * coef_t
-    return jnp.dot(dgh, w_t) + dh * dh_prev_t, (dgh, dh)
+  def body(step, state):
+    dh, dgh, dh_out = state
+    t = time - 1 - step
+    dh = dh + _at(dhs, t)
+    dgh_t = jnp.concatenate([dh, dh, dh], axis=-1) * _at(coef, t)
+    return (jnp.dot(dgh_t, w_t) + dh * _at(dh_prev, t), _put(dgh, dgh_t, t),
+            _put(dh_out, dh, t))
 
-  dh0, (dgh, dh_out) = jax.lax.scan(body, jnp.zeros_like(h0), (dhs, coef, dh_prev),
-                                    reverse=True, unroll=unroll_steps)
-  hid = h0.shape[-1]
+  state = (jnp.zeros_like(h0), jnp.zeros(rzs.shape[:2] + (3 * hid,), dtype), jnp.zeros_like(hs))
+  dh0, dgh, dh_out = jax.lax.fori_loop(0, time, body, state, unroll=unroll_steps)
   dgx = jnp.concatenate([dgh[..., :2 * hid], dh_out * dn], axis=-1)
-  dw, db = _weight_grads(h_prev, dgh, w_hh)
+  dweights, dxs = _input_grads(weights, xs, dgx, dgh, h_prev)
   dkeep = None if keep is None else jnp.zeros_like(keep)
-  return dw, db, dgx, dkeep, dh0
+  return dweights, dxs, dkeep, dh0
 
 
 _gru.defvjp(_gru_forward, _gru_backward)

@@ -130,13 +130,12 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
   if cell.parallel:
     ys, carry = _parallel_unroll(cell, cell.project(params, xs), lengths, carry)
     return (_reverse(ys, lengths) if reverse else ys), carry
-  gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
-  if impl == "fused":  # Whole-sequence recurrence with a hand-written backward (fused.py).
-    mask = None if lengths is None else jnp.arange(xs.shape[1])[:, None] < lengths[None, :]
-    hs, carry = fused.unroll_time_major(cell, params, gx, mask, carry, unroll_steps)
+  if impl == "fused":  # Whole layer with a hand-written backward, batch-major (fused.py).
+    mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
+    hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
     ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
-    ys = jnp.swapaxes(ys, 0, 1)
     return (_reverse(ys, lengths) if reverse else ys), carry
+  gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
   step = jax.checkpoint(cell.step) if remat else cell.step
 
   if lengths is None:
