@@ -1,35 +1,36 @@
-"""Whole-sequence LSTM and GRU recurrences with a hand-written backward pass (the CPU fast path).
+"""Whole-layer LSTM and GRU with a hand-written backward pass (the CPU fast path).
 
-Shape letters: t time, b batch, h hidden units, g gate width (see ``cells.py``).
+Shape letters: b batch, t time, d input features, h hidden units, g gate width (see ``cells.py``).
 
 Autodiff through ``lax.scan`` over a cell step stores every intermediate of every step, replays
 the step's whole derivative inside the backward loop, and adds a small ``h_prev^T @ dgates``
-into ``dw_hh`` at every step. On a CPU, where a time step costs about as much in per-op overhead
-as in arithmetic, that is most of the training time. The recurrences here are ``jax.custom_vjp``
-functions over a whole (time-major) sequence:
+into ``dw_hh`` at every step. On a CPU, where the elementwise work and per-op overhead of a
+time step cost as much as its matmul, that is most of the training time. A layer here is one
+``jax.custom_vjp`` function of the inputs, the initial carry and all four weights:
 
+* the input projection ``xs @ w_ih`` runs once for the whole sequence, and both biases are
+  added inside the loop, where the add is fused into the gate arithmetic for free;
 * the forward loop does only the recurrence and keeps what the backward needs: the gate
-  activations and the carry after every step;
+  pre-activations and the carry after every step;
 * outside the loop, the backward turns those into per-step coefficients in a few large
-  elementwise ops, because every cotangent in an LSTM or GRU step is linear in the incoming
-  ``dh`` (and ``dc``);
+  elementwise ops, because every cotangent of an LSTM or GRU step is linear in the ``dh``
+  (and ``dc``) arriving at its output;
 * the backward loop then does per step only ``dgates = dh * coefficients`` and
   ``dh_prev = dgates @ w_hh^T``;
-* ``dw_hh = H_prev^T @ dGates`` and ``db_hh`` come after the loop as one ``[h, t*b] @ [t*b, g]``
-  matmul and one sum.
+* ``dw_ih = X^T dGx``, ``dw_hh = H_prev^T dGh``, ``dxs = dGx w_ih^T`` and the bias gradients
+  come after the loop, each one large matmul or sum over all ``b*t`` rows.
 
-Sigmoids are computed as ``0.5 * tanh(0.5 x) + 0.5`` (the same function, exactly, in real
-arithmetic; one fused tanh on XLA:CPU instead of an exp and a divide), and the LSTM's four gates
-go through a single tanh with per-column scales.
+Everything stays batch-major (``[b, t, ...]``, the loops index ``[:, t]``), so no
+``[b, t, g]`` array is ever transposed. Sigmoids are computed as ``0.5 * tanh(0.5 x) + 0.5``
+(the same function in real arithmetic; one fused tanh on XLA:CPU instead of an exp and a
+divide), and the LSTM's four gates go through a single tanh with per-column scales.
 
-The functions take the input projection ``gx`` (``xs @ w_ih + b_ih``, hoisted by
-``recurrent.unroll``) and return the carry after every step, so ``lengths``, ``reverse``,
-output masking and the final carry stay in ``recurrent.py``; a padded step is given as
-``mask[t, b] = 0`` and leaves the carry unchanged (its gate gradients are zero).
+``lengths``, ``reverse`` and output masking stay in ``recurrent.py``: a padded step is given
+as ``mask[b, t] = False``, leaves the carry unchanged and gets zero gate gradients.
 
-There is nothing to rematerialise: the forward already stores only the minimum
-(``[t, b, g + 2h]`` floats for the LSTM, ``[t, b, 5h]`` for the GRU), so ``remat`` has no effect
-on this path.
+There is nothing to rematerialise: the forward stores only the minimum (``[b, t, g + 2h]``
+floats for the LSTM, ``[b, t, 5h]`` for the GRU, besides the inputs), so ``remat`` has no
+effect on this path.
 """
 
 from __future__ import annotations
