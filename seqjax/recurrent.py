@@ -180,7 +180,8 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     carry_dtype: dtype of the default initial carry.
     impl: ``'scan'`` (autodiff through ``lax.scan``), ``'fused'`` (``lstm`` and ``gru`` with
       ``reset_after``: a whole-sequence recurrence with a hand-written backward, see
-      ``fused.py``) or ``'auto'``: fused where it is measured faster (CPU), scan elsewhere.
+      ``fused.py``; reverse-mode derivatives only) or ``'auto'``: fused where it is measured
+      faster (CPU, float32 carry), scan elsewhere.
 
   Returns:
     ``(ys, final_carry)``: ``ys: [b, t, h]`` and the carry after each example's last valid step.

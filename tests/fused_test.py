@@ -6,6 +6,7 @@ against NumPy in ``cells_test.py``) is the reference for every number here.
 
 import jax
 import jax.numpy as jnp
+import jax.test_util  # pylint: disable=unused-import
 import numpy as np
 import pytest
 
@@ -130,6 +131,23 @@ def test_bidirectional_stack_with_lengths_matches_scan(name):
   _assert_trees_close(results["fused"], results["scan"])
 
 
+@pytest.mark.parametrize("name", CELLS)
+def test_fused_gradients_match_float64_finite_differences(name):
+  # An independent check of the hand-written backward: no scan involved.
+  cell = cells.get_cell(name)
+  with jax.enable_x64(True):
+    params = jax.tree.map(lambda p: p.astype(jnp.float64), cell.init(jax.random.key(7), 3, 4))
+    xs = jax.random.normal(jax.random.key(8), (2, 4, 3), jnp.float64)
+    carry = jax.tree.map(lambda a: 0.5 * a[:2, :4].astype(jnp.float64), _random_carry(cell, 9))
+
+    def run(params, xs, carry):
+      return recurrent.unroll(cell, params, xs, lengths=jnp.array([4, 2]), initial_carry=carry,
+                              reverse=True, impl="fused")
+
+    jax.test_util.check_grads(run, (params, xs, carry), order=1, modes=("rev",),
+                              atol=1e-6, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- dtypes, transforms
 @pytest.mark.parametrize("name", CELLS)
 def test_bf16_params_and_inputs_with_float32_carry(name):
@@ -171,8 +189,13 @@ def test_auto_takes_the_fused_path_on_cpu_for_lstm_and_gru_only():
   for cell in [cells.get_cell("gru", reset_after=False), cells.get_cell("peephole_lstm"),
                cells.get_cell("rnn")]:
     assert fused.choose(cell, "auto", carry32) == "scan"
-  # A bf16 carry keeps the scan, which rounds the carry to bf16 every step as the cells do.
-  assert fused.choose(cells.get_cell("gru"), "auto", carry32.astype(jnp.bfloat16)) == "scan"
+  # A bf16 carry keeps the scan, which rounds the carry to bf16 every step as the cells do;
+  # float64 (numerical checks, maybe forward mode) keeps it too.
+  for dtype in (jnp.bfloat16, jnp.float16):
+    assert fused.choose(cells.get_cell("gru"), "auto", carry32.astype(dtype)) == "scan"
+  with jax.enable_x64(True):
+    carry64 = jnp.zeros((B, H), jnp.float64)
+    assert fused.choose(cells.get_cell("lstm"), "auto", (carry64, carry64)) == "scan"
   assert fused.choose(cells.get_cell("lstm"), "scan", (carry32, carry32)) == "scan"
 
 
