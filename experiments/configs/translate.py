@@ -19,7 +19,8 @@ Variants (each the recipe of one bentrevett/pytorch-seq2seq model, 10 epochs of 
 * ``lstm``: 2-layer LSTM encoder and decoder, no attention (tutorial 1, Sutskever; 13.76);
 * ``gru_context``: GRU encoder and decoder, the encoder's final state fed at every step
   (tutorial 2, Cho; 20.61);
-* ``smoke``: a few hundred pairs and a tiny model, under a minute on a CPU (used by the tests).
+* ``smoke``: a few hundred pairs and a tiny model, about a minute on a 2-core CPU (used by the
+  tests).
 """
 
 import ml_collections
