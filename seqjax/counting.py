@@ -24,8 +24,8 @@ Two config options make it measure counting: ``targets='hazard'`` trains the sof
 next-symbol distribution of a process that stops with the same probability ``stop_prob`` at
 every size (``Language.next_distribution``), so every allowed symbol keeps probability
 ``>= stop_prob`` and a threshold between that and the leftover mass (0.05 for ``stop_prob = 0.1``)
-separates the two; and the ``/deterministic`` rules judge only the positions where a single
-symbol may follow.
+separates the two; and the ``/deterministic`` rules skip the positions where several symbols may
+follow and the one read is one of them (they still judge an impossible symbol anywhere).
 
 Seeds are trained in parallel: parameters carry a leading seed axis and the whole update is
 ``jax.vmap``-ed over it (Adam and clipping stay per seed, exactly as in a loop over seeds).
@@ -303,9 +303,11 @@ def string_flags(logits, targets, lengths, sets, head: str, thresholds=(0.005, 0
             "exact": jnp.all(exact | ~valid, axis=-1)}
   probs = jax.nn.softmax(logits, axis=-1)
   read_prob = jnp.take_along_axis(probs, targets[..., None], axis=-1)[..., 0]
-  # Where the language allows several next symbols, the right probability is a property of the
-  # training distribution, not of counting: 'deterministic' skips those positions.
-  judged = valid & (sets.sum(-1) <= 1)
+  # Where the language allows several next symbols, the right probability of the one read is a
+  # property of the training distribution, not of counting: 'deterministic' skips those
+  # positions, unless the symbol read there is not allowed at all.
+  allowed = jnp.take_along_axis(sets, targets[..., None], axis=-1)[..., 0]
+  judged = valid & ((sets.sum(-1) <= 1) | ~allowed)
   out = {}
   for thr in thresholds:
     above = read_prob > thr

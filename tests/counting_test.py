@@ -47,6 +47,16 @@ def test_threshold_rule_on_known_probabilities():
   # fails, unless only the deterministic positions (one allowed symbol) are judged.
   assert bool(flags["p>0.005"][0]) and not bool(flags["p>0.01"][0])
   assert bool(flags["p>0.01/deterministic"][0])
+  # An impossible symbol is judged even where several symbols may follow: "ac" reads c after a.
+  abc = languages.get_language("anbncn")
+  _, abc_targets, abc_lengths = languages.encode(abc, ["ac"])
+  abc_sets = languages.encode_sets(abc, ["ac"]).astype(bool)
+  abc_probs = np.full((1, 3, 4), 0.25)
+  abc_probs[0, 1] = [0.49, 0.49, 0.011, 0.009]   # after "a": c gets 0.011
+  flags = counting.string_flags(jnp.log(abc_probs), abc_targets, abc_lengths, abc_sets,
+                                "softmax", thresholds=(0.01, 0.05))
+  assert bool(flags["p>0.01/deterministic"][0])       # every read symbol above 0.01
+  assert not bool(flags["p>0.05/deterministic"][0])   # c after a is judged, and fails 0.05
   # A low EOS probability at the end is judged in both modes.
   probs[0, 4] = [0.5, 0.492, 0.008]
   flags = counting.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
