@@ -226,22 +226,22 @@ def gru_step(params: Params, carry: jax.Array, gx_t: jax.Array, reset_after: boo
 
 
 # ----------------------------------------------------------------------------- minGRU / minLSTM
-def init_min_gru(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
-  """minGRU (Feng et al. 2024): gates ``[z, h~]`` read x_t only; no recurrent matrix."""
+def _init_input_only(key, input_size, hidden_size, gates, dtype):
+  """Weights for cells whose gates read x_t alone: ``w_ih [d, gates*h]``, ``b_ih``; no ``w_hh``."""
   k_w, k_b = jax.random.split(key)
   bound = input_size ** -0.5
-  g = 2 * hidden_size
-  return {"w_ih": _uniform(k_w, (input_size, g), bound, dtype),
-          "b_ih": _uniform(k_b, (g,), bound, dtype)}
+  return {"w_ih": _uniform(k_w, (input_size, gates * hidden_size), bound, dtype),
+          "b_ih": _uniform(k_b, (gates * hidden_size,), bound, dtype)}
+
+
+def init_min_gru(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
+  """minGRU (Feng et al. 2024): gates ``[z, h~]`` read x_t only; no recurrent matrix."""
+  return _init_input_only(key, input_size, hidden_size, 2, dtype)
 
 
 def init_min_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
   """minLSTM (Feng et al. 2024): gates ``[f, i, h~]`` read x_t only; no recurrent matrix."""
-  k_w, k_b = jax.random.split(key)
-  bound = input_size ** -0.5
-  g = 3 * hidden_size
-  return {"w_ih": _uniform(k_w, (input_size, g), bound, dtype),
-          "b_ih": _uniform(k_b, (g,), bound, dtype)}
+  return _init_input_only(key, input_size, hidden_size, 3, dtype)
 
 
 def _positive(x):
