@@ -55,6 +55,10 @@ class CountingStudy:
     if config.softmax_targets not in counting.TARGETS:
       raise ValueError(f"config.softmax_targets={config.softmax_targets!r}: use one of "
                        f"{', '.join(counting.TARGETS)}")
+    if config.minibatch_order not in ("shared", "per_seed"):
+      raise ValueError(f"config.minibatch_order={config.minibatch_order!r}: use 'shared' or "
+                       "'per_seed'")
+    self.per_seed = config.minibatch_order == "per_seed"
     if config.num_seeds < 1:
       raise ValueError(f"config.num_seeds must be >= 1; got {config.num_seeds}")
     if config.eval_n_max < 1:
@@ -94,14 +98,27 @@ class CountingStudy:
     return params
 
   def get_batch(self, step: int, shard_index: int, num_shards: int):
-    """The same ``batch_size`` strings per language for every cell, head and seed."""
-    rng = np.random.default_rng((self.config.seed, step))
-    per_shard = self.config.batch_size // num_shards
+    """``batch_size`` strings per language, read by every cell and head.
+
+    With ``config.minibatch_order == "shared"`` every seed reads the same strings (leaves
+    ``[batch, ...]``); with ``"per_seed"`` seed ``s`` reads its own, drawn from
+    ``(config.seed, step, language, s)`` alone (leaves ``[batch, num_seeds, ...]``), so a
+    network's minibatches do not depend on how many seeds train beside it.
+    """
+    config = self.config
+    per_shard = config.batch_size // num_shards
+    rows = slice(shard_index * per_shard, (shard_index + 1) * per_shard)
+    rng = np.random.default_rng((config.seed, step))
     batch = {}
-    for lang in self.languages:
+    for index, lang in enumerate(self.languages):
       first = self.data[lang.name, self.heads[0]]
-      pick = rng.integers(0, len(first["inputs"]), self.config.batch_size)
-      pick = pick[shard_index * per_shard:(shard_index + 1) * per_shard]
+      size = len(first["inputs"])
+      if config.minibatch_order == "per_seed":
+        pick = np.stack([np.random.default_rng((config.seed, step, index, s)).integers(
+            0, size, config.batch_size) for s in range(config.num_seeds)], axis=1)
+      else:
+        pick = rng.integers(0, size, config.batch_size)
+      pick = pick[rows]
       batch[lang.name] = {k: first[k][pick] for k in ("inputs", "lengths", "mask")}
       for head in self.heads:
         batch[lang.name][f"goal/{head}"] = self.data[lang.name, head]["goal"][pick]
@@ -112,16 +129,24 @@ class CountingStudy:
     total, metrics = 0.0, {}
     for lang in self.languages:
       data = batch[lang.name]
+      if self.per_seed:  # [batch, seeds, ...] -> [seeds, batch, ...]
+        data = {k: jnp.swapaxes(v, 0, 1) for k, v in data.items()}
       for cell in self.cells:
         # Both heads' networks of a (language, cell) read the same strings: one vmap over all of
         # them runs one scan instead of one per head.
         keys = [self.key(lang, cell, head) for head in self.heads]
         stacked = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[params[k] for k in keys])
+        if self.per_seed:  # each seed's strings, repeated for every head's networks
+          inputs, lengths = (jnp.concatenate([data[k]] * len(self.heads))
+                             for k in ("inputs", "lengths"))
+          axis = 0
+        else:
+          inputs, lengths, axis = data["inputs"], data["lengths"], None
         logits = jax.vmap(functools.partial(counting.apply, self.cells[cell]),
-                          in_axes=(0, None, None))(stacked, data["inputs"], data["lengths"])
+                          in_axes=(0, axis, axis))(stacked, inputs, lengths)
         for index, head in enumerate(self.heads):
           mine = logits[index * self.config.num_seeds:(index + 1) * self.config.num_seeds]
-          per_seed = jax.vmap(self.logits_losses[head], in_axes=(0, None, None))(
+          per_seed = jax.vmap(self.logits_losses[head], in_axes=(0, axis, axis))(
               mine, data[f"goal/{head}"], data["mask"])
           # Summed, not averaged: every network's gradient is exactly its own loss's gradient.
           total = total + per_seed.sum()
@@ -161,6 +186,8 @@ class CountingStudy:
     if config.time_seed_vmap:
       lang, cell, head = self.models[0]
       data = self.get_batch(0, 0, 1)[lang.name]
+      if self.per_seed:  # the timing compares seeds reading one shared minibatch
+        data = {k: v[:, 0] for k, v in data.items()}
       batch = {"inputs": data["inputs"], "lengths": data["lengths"], "mask": data["mask"],
                "goal": data[f"goal/{head}"]}
       out["seed_vmap_timing"] = {"model": self.key(lang, cell, head), **counting.time_seed_vmap(

@@ -227,6 +227,41 @@ def test_loss_weighting_numbers():
   np.testing.assert_allclose(by_token, (bce[0, :3].sum() + bce[1, :7].sum()) / 10, rtol=1e-5)
 
 
+def _study(**overrides):
+  from experiments import counting as experiment  # pylint: disable=import-outside-toplevel
+  from experiments.configs import counting as counting_config  # pylint: disable=import-outside-toplevel
+  config = counting_config.get_config("smoke")
+  config.update(overrides)
+  return experiment.CountingStudy(config)
+
+
+def test_per_seed_minibatches_are_each_seeds_own_and_give_each_networks_loss():
+  # Given per-seed minibatch order, Then seed s's strings do not depend on how many seeds train,
+  # seeds read different strings, and the summed loss is the sum of every network's own loss on
+  # its own strings.
+  study = _study(minibatch_order="per_seed", num_seeds=3, languages="anbn", batch_size=8)
+  fewer = _study(minibatch_order="per_seed", num_seeds=2, languages="anbn", batch_size=8)
+  batch, batch2 = study.get_batch(7, 0, 1)["anbn"], fewer.get_batch(7, 0, 1)["anbn"]
+  assert batch["inputs"].shape[:2] == (8, 3)
+  np.testing.assert_array_equal(batch["inputs"][:, :2], batch2["inputs"])
+  assert not np.array_equal(batch["inputs"][:, 0], batch["inputs"][:, 1])
+  params = study.init(jax.random.PRNGKey(0))
+  total, _ = study.loss_fn(params, jax.tree.map(jnp.asarray, study.get_batch(7, 0, 1)), None)
+  expected = 0.0
+  for (lang, cell, head) in study.models:
+    for seed in range(3):
+      mine = {k: batch[k][:, seed] for k in ("inputs", "lengths", "mask")}
+      mine["goal"] = batch[f"goal/{head}"][:, seed]
+      one = jax.tree.map(lambda a, s=seed: a[s], params[study.key(lang, cell, head)])
+      expected += float(study.losses[head][cell](one, mine))
+  np.testing.assert_allclose(float(total), expected, rtol=1e-5)
+
+
+def test_unknown_minibatch_order_is_a_clear_error():
+  with pytest.raises(ValueError, match="minibatch_order"):
+    _study(minibatch_order="random")
+
+
 # ----------------------------------------------------------------------------- end to end
 def test_smoke_run_writes_results_and_plots(tmp_path):
   workdir = tmp_path / "counting"
