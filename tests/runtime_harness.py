@@ -18,6 +18,8 @@ import time
 import numpy as np
 import orbax.checkpoint as ocp
 
+from seqjax.train import workdir as workdir_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "experiments", "configs", "adding.py")
 # The smoke variant, long enough that a test can interrupt it mid-run.
@@ -83,18 +85,9 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def read_metrics(workdir, drop=("steps_per_sec",)) -> list[dict]:
-  path = os.path.join(str(workdir), "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        break
-      records.append({k: v for k, v in record.items() if k not in drop})
-  return records
+  """The runtime's own reader, minus the timing fields that differ between runs."""
+  return [{k: v for k, v in record.items() if k not in drop}
+          for record in workdir_lib.read_metrics(str(workdir))]
 
 
 def read_json(workdir, name: str):
