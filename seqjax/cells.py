@@ -60,7 +60,7 @@ def _init_standard(key, input_size, hidden_size, gates, dtype):
   }
 
 
-def _compute_dtype(*dtypes):
+def compute_dtype(*dtypes):
   """At least float32: bf16 and f16 widen to float32, float64 (under x64) stays float64."""
   dtype = jnp.float32
   for d in dtypes:
@@ -70,7 +70,7 @@ def _compute_dtype(*dtypes):
 
 def _recurrent_matmul(h, w_hh):
   """``h @ w_hh`` in the weights' dtype, accumulated and returned in float32 (or wider)."""
-  return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=_compute_dtype(w_hh.dtype))
+  return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=compute_dtype(w_hh.dtype))
 
 
 def project_inputs(params: Params, xs: jax.Array) -> jax.Array:
@@ -80,7 +80,7 @@ def project_inputs(params: Params, xs: jax.Array) -> jax.Array:
   it inside the reset product.
   """
   w = params["w_ih"]
-  dtype = _compute_dtype(w.dtype)
+  dtype = compute_dtype(w.dtype)
   gx = jnp.dot(xs.astype(w.dtype), w, preferred_element_type=dtype)
   return gx + params["b_ih"].astype(dtype)
 
@@ -109,7 +109,7 @@ def init_irnn(key, input_size: int, hidden_size: int, dtype=jnp.float32,
 
 def rnn_step(params: Params, carry: jax.Array, gx_t: jax.Array, nonlinearity: str = "tanh"):
   """``carry: [b, h]``, ``gx_t: [b, h]`` -> ``(h_t, h_t)``."""
-  dtype = _compute_dtype(gx_t.dtype, carry.dtype)
+  dtype = compute_dtype(gx_t.dtype, carry.dtype)
   pre = gx_t + _recurrent_matmul(carry, params["w_hh"]) + params["b_hh"].astype(dtype)
   h = jnp.tanh(pre) if nonlinearity == "tanh" else jax.nn.relu(pre)
   h = h.astype(carry.dtype)
@@ -133,7 +133,7 @@ def init_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
 def lstm_step(params: Params, carry, gx_t: jax.Array):
   """``carry = (h, c)``, each ``[b, h]``; ``gx_t: [b, 4h]`` -> ``((h, c), h)``."""
   h, c = carry
-  dtype = _compute_dtype(gx_t.dtype, c.dtype)
+  dtype = compute_dtype(gx_t.dtype, c.dtype)
   gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(dtype)
   i, f, g, o = jnp.split(gates, 4, axis=-1)
   c_new = jax.nn.sigmoid(f) * c.astype(dtype) + jax.nn.sigmoid(i) * jnp.tanh(g)
@@ -158,7 +158,7 @@ def init_peephole_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32
 def peephole_lstm_step(params: Params, carry, gx_t: jax.Array):
   """Like :func:`lstm_step` with peephole terms; ``((h, c), h)``."""
   h, c = carry
-  dtype = _compute_dtype(gx_t.dtype, c.dtype)
+  dtype = compute_dtype(gx_t.dtype, c.dtype)
   c32 = c.astype(dtype)
   peep = params["w_peep"].astype(dtype)
   gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(dtype)
@@ -183,7 +183,7 @@ def init_coupled_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
 def coupled_lstm_step(params: Params, carry, gx_t: jax.Array):
   """``gx_t: [b, 3h]`` -> ``((h, c), h)`` with the input gate tied to ``1 - f``."""
   h, c = carry
-  dtype = _compute_dtype(gx_t.dtype, c.dtype)
+  dtype = compute_dtype(gx_t.dtype, c.dtype)
   gates = gx_t + _recurrent_matmul(h, params["w_hh"]) + params["b_hh"].astype(dtype)
   f, g, o = jnp.split(gates, 3, axis=-1)
   f = jax.nn.sigmoid(f)
@@ -205,7 +205,7 @@ def gru_step(params: Params, carry: jax.Array, gx_t: jax.Array, reset_after: boo
   lets all three recurrent products share one matmul. ``reset_after=False`` (Cho et al. 2014):
   ``n = tanh(x W_in + b_in + (r * h) W_hn + b_hn)``, which needs a second, dependent matmul.
   """
-  dtype = _compute_dtype(gx_t.dtype, carry.dtype)
+  dtype = compute_dtype(gx_t.dtype, carry.dtype)
   h32 = carry.astype(dtype)
   w_hh, b_hh = params["w_hh"], params["b_hh"].astype(dtype)
   gx_r, gx_z, gx_n = jnp.split(gx_t, 3, axis=-1)

@@ -98,10 +98,7 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   if xs.shape[1] == 0:  # Nothing to run (and no step to index): the carry is the result.
     return jnp.zeros(xs.shape[:2] + leaves[0].shape[-1:], leaves[0].dtype), carry
   # As cells.py: float32 arithmetic (float64 under x64 with float64 params) whatever the params.
-  dtype = jnp.promote_types(jnp.float32, params["w_ih"].dtype)
-  for leaf in leaves:
-    dtype = jnp.promote_types(dtype, leaf.dtype)
-  dtype = jax.dtypes.canonicalize_dtype(dtype)
+  dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
   if cell.name == "lstm":

@@ -17,22 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from seqjax import cells as cells_lib
 from seqjax import recurrent
 
 Params = dict[str, jax.Array]
-
-
-def _concrete(x) -> np.ndarray | None:
-  """``x`` as numpy when its value is known now (not traced under jit/vmap), else None."""
-  try:
-    return np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
-
-
-def _compute_dtype(dtype):
-  """float32 or wider: bf16 params still produce float32 logits and losses."""
-  return jax.dtypes.canonicalize_dtype(jnp.promote_types(jnp.float32, dtype))
 
 
 def _check_token_ids(tokens, size: int, what: str, valid=None) -> None:
@@ -40,12 +28,12 @@ def _check_token_ids(tokens, size: int, what: str, valid=None) -> None:
   dtype = tokens.dtype if hasattr(tokens, "dtype") else np.asarray(tokens).dtype
   if not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(f"{what} must be integer ids; got dtype {dtype}")
-  values = _concrete(tokens)
+  values = recurrent.concrete(tokens)
   if values is None or not values.size:
     return
   bad = (values < 0) | (values >= size)
   if valid is not None:
-    valid = _concrete(valid)
+    valid = recurrent.concrete(valid)
     if valid is None:
       return
     bad &= np.broadcast_to(valid != 0, bad.shape)
@@ -115,7 +103,7 @@ def dense(params: Params, xs: jax.Array) -> jax.Array:
   if np.ndim(xs) < 1 or np.shape(xs)[-1] != w.shape[0]:
     raise ValueError(f"dense input has {np.shape(xs)[-1:] or 'no'} features (shape "
                      f"{np.shape(xs)}) but the weight expects {w.shape[0]}")
-  dtype = _compute_dtype(w.dtype)
+  dtype = cells_lib.compute_dtype(w.dtype)
   ys = jnp.dot(jnp.asarray(xs).astype(w.dtype), w, preferred_element_type=dtype)
   if "b" in params:
     ys = ys + params["b"].astype(dtype)
@@ -166,7 +154,7 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None)
       raise ValueError(f"mask must be [batch, time] = [{b}, {t}]; got shape {np.shape(mask)}")
   _check_token_ids(targets, v, "targets", valid=mask)
   logits = jnp.asarray(logits)
-  logp = jax.nn.log_softmax(logits.astype(_compute_dtype(logits.dtype)), axis=-1)
+  logp = jax.nn.log_softmax(logits.astype(cells_lib.compute_dtype(logits.dtype)), axis=-1)
   targets = jnp.asarray(targets)
   in_range = (targets >= 0) & (targets < v)
   nll = -jnp.take_along_axis(logp, jnp.clip(targets, 0, v - 1)[..., None], axis=-1)[..., 0]

@@ -23,7 +23,7 @@ from seqjax import fused
 Cell = cells_lib.Cell
 
 
-def _concrete(x) -> np.ndarray | None:
+def concrete(x) -> np.ndarray | None:
   """``x`` as numpy when its value is known now (not traced under jit/vmap), else None."""
   try:
     return np.asarray(x)
@@ -77,7 +77,7 @@ def check_lengths(lengths, batch: int, time: int) -> None:
   dtype = lengths.dtype if hasattr(lengths, "dtype") else np.asarray(lengths).dtype
   if not jnp.issubdtype(dtype, jnp.integer):
     raise ValueError(f"lengths must be integers; got dtype {dtype}")
-  values = _concrete(lengths)
+  values = concrete(lengths)
   if values is not None and values.size and (values.min() < 0 or values.max() > time):
     bad = values[(values < 0) | (values > time)]
     raise ValueError(f"lengths must lie in [0, {time}] (the time dimension); got {bad.tolist()}")
