@@ -51,13 +51,29 @@ POSITIONS = ("all", "deterministic")
 
 
 # ----------------------------------------------------------------------------- model
+EMBED_INITS = ("normal", "orthogonal")
+
+
 def init_params(key, cell: cells_lib.Cell, vocab_size: int, embed_size: int = 3,
-                hidden_size: int = 10) -> dict:
-  """``{'embed': [v, 3], 'cell': cell params, 'out_w': [h, v], 'out_b': [v]}``."""
+                hidden_size: int = 10, embed_init: str = "normal") -> dict:
+  """``{'embed': [v, 3], 'cell': cell params, 'out_w': [h, v], 'out_b': [v]}``.
+
+  ``embed_init='normal'`` draws every embedding entry from N(0, 1), as ``torch.nn.Embedding``
+  does; ``'orthogonal'`` draws a random orthogonal matrix scaled by ``sqrt(embed_size)`` (the
+  same expected row norm), so the symbols start as far apart as the embedding size allows. With
+  three symbols in three dimensions, N(0, 1) rows are nearly parallel often enough to matter:
+  cosine 0.98 between ``b`` and BOS in one of five seeds of the default run.
+  """
+  _check_choice("embed_init", embed_init, EMBED_INITS)
   k_embed, k_cell, k_out = jax.random.split(key, 3)
   bound = hidden_size ** -0.5
+  if embed_init == "normal":
+    embed = jax.random.normal(k_embed, (vocab_size, embed_size), jnp.float32)
+  else:
+    embed = jax.nn.initializers.orthogonal(embed_size ** 0.5)(
+        k_embed, (vocab_size, embed_size), jnp.float32)
   return {
-      "embed": jax.random.normal(k_embed, (vocab_size, embed_size), jnp.float32),
+      "embed": embed,
       "cell": cell.init(k_cell, embed_size, hidden_size),
       "out_w": jax.random.uniform(k_out, (hidden_size, vocab_size), jnp.float32, -bound, bound),
       "out_b": jnp.zeros((vocab_size,), jnp.float32),
@@ -75,6 +91,49 @@ def apply(cell: cells_lib.Cell, params: dict, inputs: jax.Array, lengths: jax.Ar
   xs = params["embed"][inputs]
   ys, _ = recurrent.unroll(cell, params["cell"], xs, lengths=lengths)
   return ys @ params["out_w"] + params["out_b"]
+
+
+def apply_together(cell: cells_lib.Cell, groups) -> list[jax.Array]:
+  """Logits of several groups of networks of one cell, in one time loop.
+
+  The networks here are tiny (hidden 10), so a training step costs about as much per time step
+  as per loop iteration, whatever the batch: one loop over every network of a cell, however
+  many languages they read, is about as fast as one loop per language. The groups' inputs are
+  padded to the longest time axis; past ``lengths`` nothing changes, so each group's logits
+  equal :func:`apply` vmapped over its networks.
+
+  Args:
+    cell: the cell shared by every network.
+    groups: a sequence of ``(params, inputs, lengths)``, one per group (e.g. per language):
+      ``params`` from :func:`init_params` with a leading ``[n_i]`` network axis, ``inputs:
+      [n_i, b, t_i] int`` and ``lengths: [n_i, b]``. Vocabularies and ``t_i`` may differ;
+      ``b`` and the cell's sizes are shared.
+
+  Returns:
+    one ``[n_i, b, t_i, v_i]`` logits array per group.
+  """
+  groups = list(groups)
+  if not groups:
+    raise ValueError("apply_together needs at least one group of networks")
+  batches = {inputs.shape[1] for _, inputs, _ in groups}
+  if len(batches) != 1 or any(inputs.ndim != 3 for _, inputs, _ in groups):
+    raise ValueError("every group's inputs must be [networks, batch, time] with one shared "
+                     f"batch size; got shapes {[tuple(i.shape) for _, i, _ in groups]}")
+  t = max(inputs.shape[-1] for _, inputs, _ in groups)
+  xs = [jnp.pad(jax.vmap(lambda e, i: e[i])(p["embed"], inputs),
+                ((0, 0), (0, 0), (0, t - inputs.shape[-1]), (0, 0)))
+        for p, inputs, _ in groups]
+  cell_params = jax.tree.map(lambda *a: jnp.concatenate(a), *[p["cell"] for p, _, _ in groups])
+  lengths = jnp.concatenate([lengths for _, _, lengths in groups])
+  ys = jax.vmap(lambda p, x, n: recurrent.unroll(cell, p, x, lengths=n)[0])(
+      cell_params, jnp.concatenate(xs), lengths)
+  out, start = [], 0
+  for p, inputs, _ in groups:
+    n, t_i = inputs.shape[0], inputs.shape[-1]
+    mine = ys[start:start + n, :, :t_i]
+    out.append(jnp.einsum("nbth,nhv->nbtv", mine, p["out_w"]) + p["out_b"][:, None, None])
+    start += n
+  return out
 
 
 def states_along(cell: cells_lib.Cell, params: dict, inputs: jax.Array):

@@ -1,5 +1,6 @@
 """Tests of seqjax.counting: acceptance rules, limit search, vmapped training, the smoke run."""
 
+import functools
 import json
 import os
 import subprocess
@@ -212,6 +213,53 @@ def test_vmapped_training_matches_a_loop_over_seeds():
       np.testing.assert_allclose(a[0], b[s], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loss_alone[:, 0], losses[:, s], rtol=1e-5)
   assert float(losses[-1].mean()) < float(losses[0].mean())
+
+
+def test_apply_together_equals_each_group_alone():
+  # Given two groups of networks on languages with different vocabularies and string lengths,
+  # When run in one time loop, Then each group's logits (and gradients) are its own.
+  anbncn = languages.get_language("anbncn")
+  cell = cells.get_cell("lstm", forget_bias=1.0)
+  groups = []
+  for lang, strings, n in ((ANBN, ["ab", "aaabbb", "aabb"], 2), (anbncn, ["abc", "aaabbbccc", "aabbcc"], 3)):
+    inputs, _, lengths = languages.encode(lang, strings)
+    params = counting.init_seeds(range(n), cell, lang.vocab_size)
+    groups.append((params, jnp.broadcast_to(inputs, (n,) + inputs.shape),
+                   jnp.broadcast_to(lengths, (n,) + lengths.shape)))
+  together = counting.apply_together(cell, groups)
+  alone = [jax.vmap(functools.partial(counting.apply, cell))(*g) for g in groups]
+  assert groups[0][1].shape[-1] != groups[1][1].shape[-1]
+  for a, b in zip(together, alone):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+  def total(params_list, run):
+    return sum((out ** 2).sum() for out in run(
+        [(p,) + g[1:] for p, g in zip(params_list, groups)]))
+
+  grads_together = jax.grad(total)([g[0] for g in groups],
+                                   lambda gs: counting.apply_together(cell, gs))
+  grads_alone = jax.grad(total)([g[0] for g in groups], lambda gs: [
+      jax.vmap(functools.partial(counting.apply, cell))(*g) for g in gs])
+  for a, b in zip(jax.tree.leaves(grads_together), jax.tree.leaves(grads_alone)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="at least one group"):
+    counting.apply_together(cell, [])
+  with pytest.raises(ValueError, match="one shared batch size"):
+    counting.apply_together(cell, [groups[0], (groups[1][0], groups[1][1][:, :2],
+                                               groups[1][2][:, :2])])
+
+
+def test_orthogonal_embedding_keeps_symbols_apart():
+  cell = cells.get_cell("gru")
+  for seed in range(5):
+    embed = np.asarray(counting.init_params(jax.random.PRNGKey(seed), cell, 3,
+                                            embed_init="orthogonal")["embed"])
+    # Three symbols in three dimensions: orthogonal rows of norm sqrt(3), like N(0, 1) rows on
+    # average.
+    np.testing.assert_allclose(embed @ embed.T, 3.0 * np.eye(3), atol=1e-5)
+  with pytest.raises(ValueError, match="unknown embed_init 'xavier'"):
+    counting.init_params(jax.random.PRNGKey(0), cell, 3, embed_init="xavier")
 
 
 def test_loss_weighting_numbers():

@@ -179,6 +179,17 @@ def test_jit_and_vmap_of_the_fused_path_match_scan(name):
 
   _assert_trees_close(per_example("fused"), per_example("scan"))
 
+  # Networks side by side (params batched too), and a vmap of a vmap (its in-loop updates go
+  # one axis further right at every level).
+  batched_params = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a, -a]), params)
+
+  def per_network(impl):
+    grad = jax.value_and_grad(lambda p, x: loss(p, x, impl))
+    return jax.jit(jax.vmap(jax.vmap(grad, in_axes=(None, 0)), in_axes=(0, None)))(
+        batched_params, batched_xs)
+
+  _assert_trees_close(per_network("fused"), per_network("scan"))
+
 
 # ----------------------------------------------------------------------------- dispatch
 def test_auto_takes_the_fused_path_on_cpu_for_lstm_and_gru_only():

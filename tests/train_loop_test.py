@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from seqjax import train
@@ -72,6 +73,31 @@ def test_sgd_step_with_clipping_matches_hand_computation():
   np.testing.assert_allclose(metrics["train/loss"], np.mean(err ** 2), rtol=1e-5)
   np.testing.assert_allclose(metrics["train/abs_err"], np.mean(np.abs(err)), rtol=1e-5)
   assert int(state.step) == 1
+
+
+def test_per_model_clipping_clips_each_copy_as_if_alone():
+  # Given two models, each with three copies on a leading axis, and gradients of very different
+  # norms, When clipped per model, Then each copy equals optax.clip_by_global_norm of it alone.
+  rng = np.random.default_rng(0)
+  grads = {"a": {"w": rng.normal(size=(3, 4, 2)) * np.array([0.01, 1.0, 50.0])[:, None, None],
+                 "b": rng.normal(size=(3, 2))},
+           "b": {"w": rng.normal(size=(3, 5)) * 0.1}}
+  grads = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), grads)
+  clip = train.clip_per_model(1.0)
+  clipped, _ = clip.update(grads, clip.init(grads))
+  alone = optax.clip_by_global_norm(1.0)
+  for name in grads:
+    for i in range(3):
+      copy = jax.tree.map(lambda a, i=i: a[i], grads[name])
+      expected, _ = alone.update(copy, alone.init(copy))
+      for got, want in zip(jax.tree.leaves(jax.tree.map(lambda a, i=i: a[i], clipped[name])),
+                           jax.tree.leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+  norms = [np.sqrt(sum(np.sum(np.square(leaf[i])) for leaf in jax.tree.leaves(clipped["a"])))
+           for i in range(3)]
+  assert norms[0] < 1.0 and abs(norms[1] - 1.0) < 1e-5 and abs(norms[2] - 1.0) < 1e-5
+  with pytest.raises(ValueError, match="max_norm must be > 0"):
+    train.clip_per_model(0.0)
 
 
 def test_sgd_momentum_two_steps():

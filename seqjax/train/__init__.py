@@ -70,12 +70,13 @@ from seqjax.train.loop import TrainState
 from seqjax.train.loop import make_train_step
 from seqjax.train.loop import run
 from seqjax.train.metrics_log import MetricsWriter
+from seqjax.train.optimizers import clip_per_model
 from seqjax.train.optimizers import make_optimizer
 from seqjax.train.optimizers import make_schedule
 from seqjax.train.workdir import read_metrics
 
 __all__ = [
-    "CheckpointError", "Checkpointer", "Experiment", "MetricsWriter", "NonFiniteLossError", "StopRequested",
+    "CheckpointError", "Checkpointer", "Experiment", "clip_per_model", "MetricsWriter", "NonFiniteLossError", "StopRequested",
     "TrainState", "define_flags", "main", "make_optimizer", "make_schedule", "make_train_step",
     "read_metrics", "run", "runtime_config",
 ]
