@@ -92,7 +92,8 @@ def make_experiment(config) -> train.Experiment:
             "baseline_mse": baseline, "final_eval_mse": final, "best_eval_mse": best,
             "solved": bool(final < 0.1 * baseline)}
 
-  def plot(workdir, history):
+  def plot(workdir, params, history):
+    del params  # the learning curves need only the history
     import matplotlib  # pylint: disable=import-outside-toplevel
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel

@@ -92,7 +92,7 @@ class CountingStudy:
                           for name, cell in self.cells.items()} for head in self.heads}
     self.logits_losses = {head: {name: counting.make_logits_loss(head, self.weighting[name])
                                  for name in self.cells} for head in self.heads}
-    self._final = None  # params and verdicts kept by results() for plot()
+    self._verdicts = None  # kept by results() for plot(): evaluating is the expensive part
 
   @staticmethod
   def key(lang, cell: str, head: str) -> str:
@@ -209,14 +209,14 @@ class CountingStudy:
                "goal": data[f"goal/{head}"]}
       out["seed_vmap_timing"] = {"model": self.key(lang, cell, head), **counting.time_seed_vmap(
           self.cells[cell], head, params[self.key(lang, cell, head)], batch)}
-    self._final = (params, verdicts)
+    self._verdicts = verdicts
     return out
 
-  def plot(self, workdir: str, history):
+  def plot(self, workdir: str, params, history):
     del history
-    if self._final is None:
+    if self._verdicts is None:
       return
-    params, verdicts = self._final
+    verdicts = self._verdicts
     with open(os.path.join(workdir, ACCEPTANCE_FILE), "w") as f:
       # One string of 0/1 per seed: n = 1, 2, ... left to right.
       json.dump({k: {rule: ["".join(map(str, row)) for row in v.astype(int)]

@@ -123,7 +123,32 @@ def _shifted(hs, initial):
 
 def _at(seq, t):
   """``seq[:, t]`` of a batch-major ``[b, t, ...]`` array with a traced ``t``."""
-  return jax.lax.dynamic_index_in_dim(seq, t, axis=1, keepdims=False)
+  return _at_along(1)(seq, t)
+
+
+@functools.lru_cache(maxsize=None)
+def _at_along(axis: int):
+  """``dynamic_index_in_dim(seq, t, axis)`` that stays a slice under ``vmap``.
+
+  JAX batches ``dynamic_slice`` as a ``gather``; with the index unbatched, the batched read is
+  still one dynamic slice, one axis further right (see :func:`_put_along`).
+  """
+  @jax.custom_batching.custom_vmap
+  def at(seq, t):
+    return jax.lax.dynamic_index_in_dim(seq, t, axis=axis, keepdims=False)
+
+  @at.def_vmap
+  def _rule(axis_size, in_batched, seq, t):
+    seq_batched, t_batched = in_batched
+    if t_batched:  # a different step per example: a real gather
+      out = jax.vmap(lambda s, i: jax.lax.dynamic_index_in_dim(s, i, axis=axis, keepdims=False),
+                     in_axes=(0 if seq_batched else None, 0))(seq, t)
+      return out, True
+    if not seq_batched:
+      return at(seq, t), False
+    return _at_along(axis + 1)(seq, t), True
+
+  return at
 
 
 def _put(seq, value, t):

@@ -20,7 +20,7 @@ runtime::
         get_batch=get_batch,                       # (step, shard_index, num_shards) -> batch
         evaluate=evaluate,                         # optional (params, step) -> {"eval/loss": ...}
         results=results,                           # optional (params, history) -> dict
-        plot=plot)                                 # optional (workdir, history) -> None (PNGs)
+        plot=plot)                                 # optional (workdir, params, history) -> None
 
   if __name__ == "__main__":
     train.main(make_experiment, train.define_flags(<path of experiments/configs/<name>.py>))
@@ -43,7 +43,7 @@ Contract of the pieces:
   checkpoint by that metric is kept.
 * ``results(params, history)`` returns the experiment's summary, merged into results.json
   (which also holds ``step`` and the last record of each split). ``history`` is the list of
-  metrics.jsonl records. ``plot(workdir, history)`` writes PNGs (use matplotlib's Agg backend).
+  metrics.jsonl records. ``plot(workdir, params, history)`` writes PNGs (use matplotlib's Agg backend).
   Both run on process 0 only, after the last step (also when a finished run is rerun).
 * ``optimizer`` (optional) replaces the optax transformation built from the config.
 * Validation: raise ``ValueError`` naming the config field (``config.hidden_size must be > 0,

@@ -62,7 +62,8 @@ class Experiment:
       every ``config.eval_every`` steps and at the last step on every process, with host params.
     results: optional ``(params, history) -> dict`` for results.json; ``history`` is the list of
       metrics.jsonl records. Must not depend on ``steps_per_sec`` if resumed runs are to match.
-    plot: optional ``(workdir, history) -> None`` writing PNGs into the workdir.
+    plot: optional ``(workdir, params, history) -> None`` writing PNGs into the workdir; gets
+      the final host params, as ``results`` does.
     optimizer: optional optax transformation replacing the one built from the config.
   """
   init: Callable[[jax.Array], Params]
@@ -70,7 +71,7 @@ class Experiment:
   get_batch: Callable[[int, int, int], Batch]
   evaluate: Callable[[Params, int], Metrics] | None = None
   results: Callable[[Params, list[dict]], dict] | None = None
-  plot: Callable[[str, list[dict]], None] | None = None
+  plot: Callable[[str, Params, list[dict]], None] | None = None
   optimizer: optax.GradientTransformation | None = None
 
 
@@ -308,6 +309,6 @@ def _write_results(experiment: Experiment, workdir: str, state, config) -> dict:
     results.update(experiment.results(state.params, history))
   workdir_lib.write_results(workdir, results)
   if experiment.plot is not None:
-    experiment.plot(workdir, history)
+    experiment.plot(workdir, state.params, history)
   return results
 
