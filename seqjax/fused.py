@@ -48,7 +48,7 @@ import numpy as np
 
 from seqjax import cells as cells_lib
 
-IMPLS = ("auto", "scan", "fused")
+IMPLS = ("auto", "scan", "fused", "pallas")
 
 
 def supports(cell: cells_lib.Cell) -> bool:
@@ -57,18 +57,20 @@ def supports(cell: cells_lib.Cell) -> bool:
 
 
 def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
-  """Resolves ``impl`` ('auto', 'scan' or 'fused') to 'scan' or 'fused' for ``cell``.
+  """Resolves ``impl`` (one of :data:`IMPLS`) to 'scan', 'fused' or 'pallas' for ``cell``.
 
   'auto' takes the fused path on CPU, where it is measured faster, for the cells it supports
   with a float32 carry. Otherwise it keeps the plain scan: a bf16 carry is rounded to bf16 at
   every step as the cells do; float64 is for numerical checks, which may need forward-mode or
   higher-order derivatives (the fused path is a ``custom_vjp``: reverse mode only). On GPU and
   TPU the fused recurrence has not been measured, and XLA's per-step overhead is smaller.
+  'pallas' (``pallas_rnn.py``, same cells) is only ever taken when asked for: its GPU kernels
+  have not been measured, and on CPU it runs interpreted.
   """
   if impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
-  if impl == "fused" and not supports(cell):
-    raise ValueError(f"impl='fused' supports cells 'lstm' and 'gru' (reset_after=True); got "
+  if impl in ("fused", "pallas") and not supports(cell):
+    raise ValueError(f"impl={impl!r} supports cells 'lstm' and 'gru' (reset_after=True); got "
                      f"{cell}")
   if impl != "auto":
     return impl

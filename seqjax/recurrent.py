@@ -19,6 +19,7 @@ import numpy as np
 
 from seqjax import cells as cells_lib
 from seqjax import fused
+from seqjax import pallas_rnn
 
 Cell = cells_lib.Cell
 
@@ -130,9 +131,10 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
   if cell.parallel:
     ys, carry = _parallel_unroll(cell, cell.project(params, xs), lengths, carry)
     return (_reverse(ys, lengths) if reverse else ys), carry
-  if impl == "fused":  # Whole layer with a hand-written backward, batch-major (fused.py).
+  if impl in ("fused", "pallas"):  # Whole layer, hand-written backward (fused.py, pallas_rnn.py).
     mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
-    hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
+    layer = fused if impl == "fused" else pallas_rnn
+    hs, carry = layer.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
     ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
     return (_reverse(ys, lengths) if reverse else ys), carry
   gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
@@ -180,7 +182,9 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     carry_dtype: dtype of the default initial carry.
     impl: ``'scan'`` (autodiff through ``lax.scan``), ``'fused'`` (``lstm`` and ``gru`` with
       ``reset_after``: a whole-sequence recurrence with a hand-written backward, see
-      ``fused.py``; reverse-mode derivatives only) or ``'auto'``: fused where it is measured
+      ``fused.py``; reverse-mode derivatives only), ``'pallas'`` (the same cells and backward
+      with the time loops as Pallas kernels, meant for GPUs and interpreted on CPU, see
+      ``pallas_rnn.py``; never picked by ``'auto'``) or ``'auto'``: fused where it is measured
       faster (CPU, float32 carry), scan elsewhere.
 
   Returns:

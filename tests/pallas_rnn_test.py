@@ -1,0 +1,226 @@
+"""The Pallas LSTM / GRU recurrence against the plain scan: outputs, final carries and gradients.
+
+On CPU the kernels run in Pallas interpret mode, so these tests check the kernel bodies, the
+padding around them and the custom_vjp; the plain scan (``impl='scan'``) is the reference.
+Shape letters: b batch, t time, d input, h hidden.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import export
+
+from seqjax import cells
+from seqjax import fused
+from seqjax import pallas_rnn
+from seqjax import recurrent
+
+B, T, D, H = 3, 7, 5, 4
+LENGTHS = np.array([7, 0, 3])  # full, empty and in between
+TOL = 1e-5
+CELLS = ["lstm", "gru"]
+
+
+def _setup(name, seed=0, dtype=jnp.float32, batch=B, time=T):
+  cell = cells.get_cell(name)
+  params = cell.init(jax.random.key(seed), D, H, dtype)
+  xs = jax.random.normal(jax.random.key(seed + 1), (batch, time, D)).astype(dtype)
+  return cell, params, xs
+
+
+def _random_carry(cell, seed, batch=B):
+  keys = jax.random.split(jax.random.key(seed), 2)
+  h = jax.random.normal(keys[0], (batch, H))
+  return (h, jax.random.normal(keys[1], (batch, H))) if cell.has_cell_state else h
+
+
+def _weighted_loss(ys, final):
+  """Weights every output and every final carry entry differently, so no gradient is hidden."""
+  out_weights = jax.random.normal(jax.random.key(99), ys.shape)
+  carry_weights = jax.random.normal(jax.random.key(98), (ys.shape[0], H))
+  total = jnp.sum(ys.astype(jnp.float32) * out_weights)
+  for n, leaf in enumerate(jax.tree.leaves(final)):
+    total += jnp.sum(jnp.sin(leaf.astype(jnp.float32) + n) * carry_weights)
+  return total
+
+
+def _loss_and_grads(cell, params, xs, carry, impl, **kwargs):
+  def loss(params, xs, carry):
+    ys, final = recurrent.unroll(cell, params, xs, initial_carry=carry, impl=impl, **kwargs)
+    return _weighted_loss(ys, final), (ys, final)
+
+  (_, outputs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
+      params, xs, carry)
+  return outputs, grads
+
+
+def _assert_trees_close(a, b, tol=TOL):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32),
+                               atol=tol, rtol=tol)
+
+
+# ----------------------------------------------------------------------------- against the scan
+@pytest.mark.parametrize("name", CELLS)
+# (Ragged lengths without reverse: see the padding test. Kept few: each case compiles twice.)
+@pytest.mark.parametrize("lengths, reverse", [(None, False), (LENGTHS, True)],
+                         ids=["full", "ragged-reverse"])
+def test_pallas_matches_scan_outputs_carries_and_all_gradients(name, lengths, reverse):
+  # Given a cell, a nonzero initial carry and (maybe) ragged lengths including 0 and max.
+  cell, params, xs = _setup(name)
+  carry = _random_carry(cell, 10)
+  kwargs = dict(lengths=lengths, reverse=reverse)
+  # When both implementations run forward and backward.
+  want = _loss_and_grads(cell, params, xs, carry, "scan", **kwargs)
+  got = _loss_and_grads(cell, params, xs, carry, "pallas", **kwargs)
+  # Then outputs, final carries and gradients w.r.t. every weight, the inputs and carry agree.
+  _assert_trees_close(got, want)
+  # ... and the gradients are not trivially zero (the comparison has teeth).
+  assert float(jnp.abs(want[1][0]["w_hh"]).max()) > 1e-2
+
+
+@pytest.mark.parametrize("name, batch, block_rows, hidden_block, unroll_steps",
+                         [("lstm", 5, 2, 8, 3), ("gru", 18, None, None, 1)],
+                         ids=["lstm-gpu-like-padding", "gru-default-blocks"])
+def test_batch_and_hidden_padding_around_the_kernels(name, batch, block_rows, hidden_block,
+                                                     unroll_steps):
+  # Given a batch that the block size does not divide (5 rows in blocks of 2; 18 rows in the
+  # default 16), and maybe h padded per gate as on GPU (4 -> 8) and an unrolled time loop.
+  cell, params, xs = _setup(name, seed=3, batch=batch)
+  carry = _random_carry(cell, 4, batch)
+  lengths = jnp.arange(batch) % (T + 1)
+  mask = jnp.arange(T)[None, :] < lengths[:, None]
+
+  def pallas_loss(params, xs, carry):
+    hs, final = pallas_rnn.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps,
+                                              block_rows=block_rows, hidden_block=hidden_block)
+    ys = jnp.where(mask[..., None], hs, 0.0)
+    return _weighted_loss(ys, final), (ys, final)
+
+  def scan_loss(params, xs, carry):
+    ys, final = recurrent.unroll(cell, params, xs, lengths=lengths, initial_carry=carry,
+                                 impl="scan")
+    return _weighted_loss(ys, final), (ys, final)
+
+  # When both run forward and backward; then everything agrees.
+  results = [jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2), has_aux=True))(params, xs, carry)
+             for f in (pallas_loss, scan_loss)]
+  _assert_trees_close(results[0], results[1])
+
+
+def test_bidirectional_stack_with_lengths_matches_scan(name="gru"):
+  # Given a two-layer bidirectional stack over ragged lengths, with dropout between layers.
+  cell = cells.get_cell(name)
+  params = recurrent.init_stack(jax.random.key(0), cell, D, H, num_layers=2, bidirectional=True)
+  xs = jax.random.normal(jax.random.key(1), (B, T, D))
+  weights = jax.random.normal(jax.random.key(2), (B, T, 2 * H))
+
+  def run(params, xs, impl):
+    ys, finals = recurrent.stack(cell, params, xs, lengths=LENGTHS, dropout_rate=0.25,
+                                 dropout_key=jax.random.key(3), impl=impl)
+    finals_loss = sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(finals))
+    return jnp.sum(ys * weights) + finals_loss, (ys, finals)
+
+  results = {}
+  for impl in ("scan", "pallas"):
+    grad_fn = jax.jit(jax.value_and_grad(lambda p, x: run(p, x, impl), argnums=(0, 1),
+                                         has_aux=True))
+    results[impl] = grad_fn(params, xs)
+  _assert_trees_close(results["pallas"], results["scan"])
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_empty_sequence_returns_initial_carry_and_its_gradient(name):
+  cell, params, xs = _setup(name, time=0)
+  carry = _random_carry(cell, 6)
+  got = _loss_and_grads(cell, params, xs, carry, "pallas")
+  _assert_trees_close(got, _loss_and_grads(cell, params, xs, carry, "scan"))
+  _assert_trees_close(got[0][1], carry)
+
+
+# ----------------------------------------------------------------------------- dtypes, transforms
+@pytest.mark.parametrize("name", CELLS)
+def test_bf16_params_and_inputs_with_float32_carry(name):
+  cell, params, xs = _setup(name, dtype=jnp.bfloat16)
+  carry = _random_carry(cell, 7)
+  want = _loss_and_grads(cell, params, xs, carry, "scan", lengths=LENGTHS)
+  got = _loss_and_grads(cell, params, xs, carry, "pallas", lengths=LENGTHS)
+  # Gradients keep the params' and inputs' dtype; the carry stays float32.
+  for g, p in zip(jax.tree.leaves(got[1][0]), jax.tree.leaves(params)):
+    assert g.dtype == p.dtype == jnp.bfloat16
+  assert got[1][1].dtype == jnp.bfloat16
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(got[0][1]))
+  # bf16 rounding of h before each recurrent matmul differs in the backward: loose tolerance.
+  _assert_trees_close(got, want, tol=3e-2)
+
+
+def test_vmap_of_the_pallas_path_matches_scan():
+  # pallas_call's batching rule adds a grid axis; the custom_vjp must survive it.
+  cell, params, xs = _setup("lstm")
+  batched_xs = jnp.stack([xs, -2.0 * xs])  # [2, b, t, d]
+
+  def per_example(impl):
+    def loss(params, xs):
+      ys, final = recurrent.unroll(cell, params, xs, lengths=LENGTHS, impl=impl)
+      return jnp.sum(jnp.tanh(ys)) + jnp.sum(cells.output_of(final))
+    return jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(None, 0)))(params, batched_xs)
+
+  _assert_trees_close(per_example("pallas"), per_example("scan"))
+
+
+@pytest.mark.parametrize("name", CELLS)
+def test_kernels_lower_to_triton_for_cuda(name):
+  # No GPU here: lowering for CUDA still runs Pallas' Triton lowering of both kernels (power of
+  # two tiles, matmul shapes, the in-kernel loops), though nothing is compiled or run.
+  cell, params, xs = _setup(name)
+  mask = jnp.ones((B, T), bool)
+
+  def loss(params, xs, carry):
+    hs, final = pallas_rnn.unroll_batch_major(cell, params, xs, mask, carry, interpret=False)
+    return _weighted_loss(hs, final)
+
+  exported = export.export(
+      jax.jit(jax.grad(loss, argnums=(0, 1, 2))), platforms=["cuda"],
+      disabled_checks=[export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(
+          params, xs, _random_carry(cell, 1))
+  assert exported.mlir_module().count("@__gpu$xla.gpu.triton(") == 2  # forward and backward
+
+
+# ----------------------------------------------------------------------------- dispatch
+def test_auto_never_picks_pallas():
+  carry32 = jnp.zeros((B, H), jnp.float32)
+  for cell in [cells.get_cell("lstm"), cells.get_cell("gru"), cells.get_cell("rnn"),
+               cells.get_cell("gru", reset_after=False)]:
+    for dtype in (jnp.float32, jnp.bfloat16):
+      carry = jax.tree.map(lambda a: a.astype(dtype), cell.initial_carry(B, H))
+      assert fused.choose(cell, "auto", carry) != "pallas"
+  assert fused.choose(cells.get_cell("gru"), "pallas", carry32) == "pallas"
+  # ... and unroll really runs a Pallas kernel only when asked to.
+  cell, params, xs = _setup("gru")
+  for impl, has_kernel in [("auto", False), ("pallas", True)]:
+    jaxpr = str(jax.make_jaxpr(lambda p, x: recurrent.unroll(cell, p, x, impl=impl))(params, xs))
+    assert ("pallas_call" in jaxpr) == has_kernel
+
+
+@pytest.mark.parametrize("cell", [cells.get_cell("rnn"), cells.get_cell("gru", reset_after=False),
+                                  cells.get_cell("peephole_lstm")],
+                         ids=["rnn", "gru-reset-before", "peephole_lstm"])
+def test_pallas_on_an_unsupported_cell_names_the_cell(cell):
+  _, _, xs = _setup("gru")
+  with pytest.raises(ValueError, match=r"impl='pallas' supports .*" + re.escape(repr(cell))):
+    recurrent.unroll(cell, cell.init(jax.random.key(0), D, H), xs, impl="pallas")
+  with pytest.raises(ValueError, match=re.escape(repr(cell))):
+    pallas_rnn.unroll_batch_major(cell, {}, xs, None, None)
+
+
+def test_bad_block_sizes_are_named():
+  cell, params, xs = _setup("gru")
+  carry = _random_carry(cell, 0)
+  with pytest.raises(ValueError, match="hidden_block must be an int >= the hidden size 4; got 2"):
+    pallas_rnn.unroll_batch_major(cell, params, xs, None, carry, hidden_block=2)
+  with pytest.raises(ValueError, match="block_rows must be a positive int; got 0"):
+    pallas_rnn.unroll_batch_major(cell, params, xs, None, carry, block_rows=0)
