@@ -42,8 +42,9 @@ _MODES = flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward
 _PEERS = flags.DEFINE_list("peers", ["torch", "flax"], "peers to time beside seqjax")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions; the median is reported")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
-_IMPL = flags.DEFINE_enum("impl", "auto", ["auto", "scan", "fused"],
-                          "seqjax recurrence: plain scan, fused (LSTM/GRU custom VJP) or auto")
+_IMPL = flags.DEFINE_enum("impl", "auto", list(fused.IMPLS),
+                          "seqjax recurrence: plain scan, fused (LSTM/GRU custom VJP), pallas "
+                          "(LSTM/GRU Pallas kernels; meant for GPUs, interpreted on CPU) or auto")
 _JSON = flags.DEFINE_string("json", None, "write the rows as JSON to this path")
 
 
@@ -168,7 +169,7 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
 
 
 def _resolve(impl, cell_name):
-  """'fused' only exists for LSTM and GRU; other cells fall back to the scan."""
+  """'fused' and 'pallas' only exist for LSTM and GRU; other cells fall back to the scan."""
   return impl if fused.supports(cells.get_cell(cell_name)) else "scan"
 
 

@@ -48,6 +48,7 @@ from seqjax.data import languages
 HEADS = ("sets", "softmax")
 TARGETS = ("sampled", "hazard")
 POSITIONS = ("all", "deterministic")
+WEIGHTINGS = ("string", "token", "mixed")
 
 
 # ----------------------------------------------------------------------------- model
@@ -217,16 +218,21 @@ def make_logits_loss(head: str, weighting: str = "string") -> Callable:
     head: ``'sets'`` (binary cross-entropy against next-symbol sets) or ``'softmax'``
       (cross-entropy against next-symbol distributions).
     weighting: ``'string'`` averages the loss per string, then over strings (every size ``n``
-      weighs the same); ``'token'`` over all valid positions, so long strings weigh more.
+      weighs the same); ``'token'`` over all valid positions, so long strings weigh more;
+      ``'mixed'`` is the mean of the two, so long strings weigh more but no string weighs less
+      than half its per-string share.
   """
   _check_choice("head", head, HEADS)
-  _check_choice("weighting", weighting, ("string", "token"))
+  _check_choice("weighting", weighting, WEIGHTINGS)
   per_position = _sets_bce if head == "sets" else _softmax_xent
 
   def loss_fn(logits, goal, mask):
     values = per_position(logits, goal)
+    by_token = (values * mask).sum() / mask.sum()
     if weighting == "token":
-      return (values * mask).sum() / mask.sum()
+      return by_token
+    if weighting == "mixed":
+      return 0.5 * (by_token + _average(values, mask))
     return _average(values, mask)
 
   return loss_fn

@@ -273,6 +273,10 @@ def test_loss_weighting_numbers():
   by_token = counting.make_seed_loss(cell, "sets", "token")(params, batch)
   np.testing.assert_allclose(by_string, np.mean(per_string), rtol=1e-5)
   np.testing.assert_allclose(by_token, (bce[0, :3].sum() + bce[1, :7].sum()) / 10, rtol=1e-5)
+  mixed = counting.make_seed_loss(cell, "sets", "mixed")(params, batch)
+  np.testing.assert_allclose(mixed, 0.5 * (np.mean(per_string) + float(by_token)), rtol=1e-5)
+  with pytest.raises(ValueError, match="unknown weighting 'tokens'"):
+    counting.make_seed_loss(cell, "sets", "tokens")
 
 
 def _study(**overrides):
