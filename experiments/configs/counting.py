@@ -61,6 +61,7 @@ def get_config(arg: str = ""):
   # mean). Each cell gets the one that served it best on a^n b^n (set rule, 5 seeds, other
   # settings as here): LSTM token 374 [170, 643] vs string 271 [125, 785] vs mixed 238 [106, 865];
   # GRU string 109 [100, 136] vs token 0 [0, 103] (four GRU seeds never learn the short strings).
+  # Override per cell: --config.loss_weighting.lstm=string.
   config.loss_weighting = ml_collections.ConfigDict({"lstm": "token", "gru": "string"})
   # Probability thresholds of the threshold rule (the notebook's saved networks used 0.005;
   # its default is 0.01). 0.05 lies between the smallest allowed probability of the "hazard"
