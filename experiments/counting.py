@@ -41,12 +41,10 @@ def _names(field: str, value: str, allowed) -> list[str]:
 
 
 def _weighting(value, cell: str) -> str:
-  """``config.loss_weighting`` for ``cell``: one value for every cell, or a per-cell mapping."""
-  if isinstance(value, str):
-    return value
+  """``config.loss_weighting[cell]``, with an error naming a cell that has no entry."""
   if cell not in value:
-    raise ValueError(f"config.loss_weighting has no entry for cell {cell!r}; give one value "
-                     f"('string' or 'token') or one per cell (has: {', '.join(value.keys())})")
+    raise ValueError(f"config.loss_weighting has no entry for cell {cell!r}; add one, e.g. "
+                     f"--config.loss_weighting.{cell}=string (has: {', '.join(value.keys())})")
   return value[cell]
 
 
@@ -145,8 +143,7 @@ class CountingStudy:
       if self.per_seed:  # [batch, seeds, ...] -> [seeds, batch, ...]
         data[lang.name] = {k: jnp.swapaxes(v, 0, 1) for k, v in data[lang.name].items()}
     for cell in self.cells:
-      # Every network of a cell (all languages, heads and seeds) runs in one time loop: at
-      # hidden size 10 a step costs about as much per loop iteration as per network.
+      # Every network of a cell (all languages, heads and seeds) runs in one time loop.
       groups = []
       for lang in self.languages:
         keys = [self.key(lang, cell, head) for head in self.heads]

@@ -125,67 +125,12 @@ def _shifted(hs, initial):
 
 def _at(seq, t):
   """``seq[:, t]`` of a batch-major ``[b, t, ...]`` array with a traced ``t``."""
-  return _at_along(1)(seq, t)
-
-
-@functools.lru_cache(maxsize=None)
-def _at_along(axis: int):
-  """``dynamic_index_in_dim(seq, t, axis)`` that stays a slice under ``vmap``.
-
-  JAX batches ``dynamic_slice`` as a ``gather``; with the index unbatched, the batched read is
-  still one dynamic slice, one axis further right (see :func:`_put_along`).
-  """
-  @jax.custom_batching.custom_vmap
-  def at(seq, t):
-    return jax.lax.dynamic_index_in_dim(seq, t, axis=axis, keepdims=False)
-
-  @at.def_vmap
-  def _rule(axis_size, in_batched, seq, t):
-    seq_batched, t_batched = in_batched
-    if t_batched:  # a different step per example: a real gather
-      out = jax.vmap(lambda s, i: jax.lax.dynamic_index_in_dim(s, i, axis=axis, keepdims=False),
-                     in_axes=(0 if seq_batched else None, 0))(seq, t)
-      return out, True
-    if not seq_batched:
-      return at(seq, t), False
-    return _at_along(axis + 1)(seq, t), True
-
-  return at
+  return jax.lax.dynamic_index_in_dim(seq, t, axis=1, keepdims=False)
 
 
 def _put(seq, value, t):
   """``seq.at[:, t].set(value)``, in place inside a loop."""
-  return _put_along(1)(seq, value.astype(seq.dtype), t)
-
-
-@functools.lru_cache(maxsize=None)
-def _put_along(axis: int):
-  """``dynamic_update_index_in_dim(seq, value, t, axis)`` that stays in place under ``vmap``.
-
-  JAX batches ``dynamic_update_slice`` as a ``scatter``, which XLA:CPU lowers to a select over a
-  copy of the whole ``[b, t, ...]`` buffer at every loop step: a vmapped layer (many small
-  networks trained at once) then costs time quadratic in ``t``. With the index unbatched, the
-  batched update is still one dynamic update slice, one axis further right.
-  """
-  @jax.custom_batching.custom_vmap
-  def put(seq, value, t):
-    return jax.lax.dynamic_update_index_in_dim(seq, value, t, axis=axis)
-
-  @put.def_vmap
-  def _rule(axis_size, in_batched, seq, value, t):
-    seq_batched, value_batched, t_batched = in_batched
-    if t_batched:  # a different step per example: a real scatter
-      out = jax.vmap(lambda s, v, i: jax.lax.dynamic_update_index_in_dim(s, v, i, axis=axis),
-                     in_axes=(0 if seq_batched else None, 0 if value_batched else None, 0))(
-                         seq, value, t)
-      return out, True
-    if not seq_batched:
-      seq = jnp.broadcast_to(seq, (axis_size,) + seq.shape)
-    if not value_batched:
-      value = jnp.broadcast_to(value, (axis_size,) + value.shape)
-    return _put_along(axis + 1)(seq, value, t), True
-
-  return put
+  return jax.lax.dynamic_update_index_in_dim(seq, value.astype(seq.dtype), t, axis=1)
 
 
 def _project(xs, w_ih, dtype):

@@ -102,24 +102,15 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
                        hidden_block: int | None = None, interpret: bool | None = None):
   """Runs an LSTM or GRU layer, input projection included, with Pallas time loops.
 
-  Same contract as :func:`seqjax.fused.unroll_batch_major`.
+  Same arguments and results as :func:`seqjax.fused.unroll_batch_major` (``unroll_steps``
+  unrolls the in-kernel time loops), plus three keyword-only ones:
 
   Args:
-    cell: an ``lstm`` or ``gru`` (``reset_after=True``) cell.
-    params: the cell's params (``w_ih``, ``b_ih``, ``w_hh``, ``b_hh``).
-    xs: ``[b, t, d]`` inputs.
-    mask: ``None`` or ``[b, t]`` bool, False where a step is padding.
-    carry: the initial carry, ``(h, c)`` for the LSTM, ``h`` for the GRU, each ``[b, h]``.
-    unroll_steps: unroll factor of both in-kernel time loops.
     block_rows: examples per kernel program (default: 16 on GPU, ``min(b, 16)`` on CPU).
     hidden_block: ``h`` padded to this per gate inside the kernels (default: the next power
       of two >= max(h, 16) on GPU, ``h`` on CPU).
     interpret: run the kernels in Pallas interpret mode (default: on CPU only, see
       :data:`INTERPRET`).
-
-  Returns:
-    ``(hs, final_carry)``: ``hs: [b, t, h]`` the hidden carry after every step (not masked) and
-    the carry after the last step, both in the carry's dtype.
   """
   if not supports(cell):
     raise ValueError(f"the Pallas recurrence supports cells 'lstm' and 'gru' (reset_after=True);"

@@ -287,6 +287,16 @@ def _study(**overrides):
   return experiment.CountingStudy(config)
 
 
+def test_loss_weighting_per_cell_and_its_bad_values():
+  study = _study()
+  assert study.weighting == {"lstm": "token", "gru": "string"}
+  assert _study(loss_weighting={"gru": "mixed"}).weighting == {"lstm": "token", "gru": "mixed"}
+  with pytest.raises(ValueError, match="no entry for cell 'min_gru'"):
+    _study(cells="lstm,min_gru")
+  with pytest.raises(ValueError, match="unknown weighting 'tokens'"):
+    _study(loss_weighting={"lstm": "tokens"})
+
+
 def test_per_seed_minibatches_are_each_seeds_own_and_give_each_networks_loss():
   # Given per-seed minibatch order, Then seed s's strings do not depend on how many seeds train,
   # seeds read different strings, and the summed loss is the sum of every network's own loss on

@@ -4,6 +4,8 @@ The plain scan (``impl='scan'``: autodiff through the cells of ``cells.py``, the
 against NumPy in ``cells_test.py``) is the reference for every number here.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import jax.test_util  # pylint: disable=unused-import
@@ -14,48 +16,17 @@ from seqjax import cells
 from seqjax import fused
 from seqjax import recurrent
 
+import fastpath_checks
+
 B, T, D, H = 4, 7, 3, 5
 LENGTHS = np.array([7, 4, 1, 0])  # max, middle, 1 and 0
-TOL = 1e-5
 CELLS = ["lstm", "gru"]
 
 
-def _setup(name, seed=0, dtype=jnp.float32, batch=B, time=T):
-  cell = cells.get_cell(name)
-  params = cell.init(jax.random.key(seed), D, H, dtype)
-  xs = jax.random.normal(jax.random.key(seed + 1), (batch, time, D)).astype(dtype)
-  return cell, params, xs
-
-
-def _random_carry(cell, seed, batch=B):
-  keys = jax.random.split(jax.random.key(seed), 2)
-  h = jax.random.normal(keys[0], (batch, H))
-  return (h, jax.random.normal(keys[1], (batch, H))) if cell.has_cell_state else h
-
-
-def _loss_and_grads(cell, params, xs, carry, impl, **kwargs):
-  """A loss that weights every output and every final carry entry differently, and its grads."""
-  out_weights = jax.random.normal(jax.random.key(99), xs.shape[:2] + (H,))
-  carry_weights = jax.random.normal(jax.random.key(98), (xs.shape[0], H))
-
-  def loss(params, xs, carry):
-    ys, final = recurrent.unroll(cell, params, xs, initial_carry=carry, impl=impl, **kwargs)
-    total = jnp.sum(ys.astype(jnp.float32) * out_weights)
-    for n, leaf in enumerate(jax.tree.leaves(final)):
-      total += jnp.sum(jnp.sin(leaf.astype(jnp.float32) + n) * carry_weights)
-    return total, (ys, final)
-
-  # One jit around forward and backward: far fewer compilations than op-by-op gradients.
-  (_, outputs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
-      params, xs, carry)
-  return outputs, grads
-
-
-def _assert_trees_close(a, b, tol=TOL):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32),
-                               atol=tol, rtol=tol)
+_setup = functools.partial(fastpath_checks.random_layer, batch=B, time=T, d=D, h=H)
+_random_carry = functools.partial(fastpath_checks.random_carry, batch=B, h=H)
+_loss_and_grads = fastpath_checks.loss_and_grads
+_assert_trees_close = fastpath_checks.assert_trees_close
 
 
 # ----------------------------------------------------------------------------- against the scan
@@ -109,26 +80,11 @@ def test_empty_sequence_returns_initial_carry_and_its_gradient(name):
 
 @pytest.mark.parametrize("name", CELLS)
 def test_bidirectional_stack_with_lengths_matches_scan(name):
-  # Given a two-layer bidirectional stack over ragged lengths, with dropout between layers.
-  cell = cells.get_cell(name)
-  params = recurrent.init_stack(jax.random.key(0), cell, D, H, num_layers=2, bidirectional=True)
-  xs = jax.random.normal(jax.random.key(1), (B, T, D))
-  weights = jax.random.normal(jax.random.key(2), (B, T, 2 * H))
-
-  def run(params, xs, impl):
-    ys, finals = recurrent.stack(cell, params, xs, lengths=LENGTHS, dropout_rate=0.25,
-                                 dropout_key=jax.random.key(3), impl=impl)
-    finals_loss = sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(finals))
-    return jnp.sum(ys * weights) + finals_loss, (ys, finals)
-
-  # When it runs with both implementations; then everything agrees.
-  results = {}
-  for impl in ("scan", "fused"):
-    grad_fn = jax.jit(jax.value_and_grad(lambda p, x: run(p, x, impl), argnums=(0, 1),
-                                         has_aux=True))
-    (_, outputs), grads = grad_fn(params, xs)
-    results[impl] = (outputs, grads)
-  _assert_trees_close(results["fused"], results["scan"])
+  # Given a two-layer bidirectional stack over ragged lengths, with dropout between layers,
+  # When it runs with both implementations, Then loss, outputs and gradients agree.
+  sizes = dict(batch=B, time=T, d=D, h=H)
+  _assert_trees_close(fastpath_checks.stack_loss_and_grads(name, "fused", LENGTHS, **sizes),
+                      fastpath_checks.stack_loss_and_grads(name, "scan", LENGTHS, **sizes))
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -179,8 +135,8 @@ def test_jit_and_vmap_of_the_fused_path_match_scan(name):
 
   _assert_trees_close(per_example("fused"), per_example("scan"))
 
-  # Networks side by side (params batched too), and a vmap of a vmap (its in-loop updates go
-  # one axis further right at every level).
+  # Networks side by side (params batched too, as the counting experiment trains them), and a
+  # vmap of a vmap.
   batched_params = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a, -a]), params)
 
   def per_network(impl):

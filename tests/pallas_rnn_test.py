@@ -7,6 +7,8 @@ Shape letters: b batch, t time, d input, h hidden.
 
 import re
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,50 +20,18 @@ from seqjax import fused
 from seqjax import pallas_rnn
 from seqjax import recurrent
 
+import fastpath_checks
+
 B, T, D, H = 3, 7, 5, 4
 LENGTHS = np.array([7, 0, 3])  # full, empty and in between
-TOL = 1e-5
 CELLS = ["lstm", "gru"]
 
 
-def _setup(name, seed=0, dtype=jnp.float32, batch=B, time=T):
-  cell = cells.get_cell(name)
-  params = cell.init(jax.random.key(seed), D, H, dtype)
-  xs = jax.random.normal(jax.random.key(seed + 1), (batch, time, D)).astype(dtype)
-  return cell, params, xs
-
-
-def _random_carry(cell, seed, batch=B):
-  keys = jax.random.split(jax.random.key(seed), 2)
-  h = jax.random.normal(keys[0], (batch, H))
-  return (h, jax.random.normal(keys[1], (batch, H))) if cell.has_cell_state else h
-
-
-def _weighted_loss(ys, final):
-  """Weights every output and every final carry entry differently, so no gradient is hidden."""
-  out_weights = jax.random.normal(jax.random.key(99), ys.shape)
-  carry_weights = jax.random.normal(jax.random.key(98), (ys.shape[0], H))
-  total = jnp.sum(ys.astype(jnp.float32) * out_weights)
-  for n, leaf in enumerate(jax.tree.leaves(final)):
-    total += jnp.sum(jnp.sin(leaf.astype(jnp.float32) + n) * carry_weights)
-  return total
-
-
-def _loss_and_grads(cell, params, xs, carry, impl, **kwargs):
-  def loss(params, xs, carry):
-    ys, final = recurrent.unroll(cell, params, xs, initial_carry=carry, impl=impl, **kwargs)
-    return _weighted_loss(ys, final), (ys, final)
-
-  (_, outputs), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
-      params, xs, carry)
-  return outputs, grads
-
-
-def _assert_trees_close(a, b, tol=TOL):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32),
-                               atol=tol, rtol=tol)
+_setup = functools.partial(fastpath_checks.random_layer, batch=B, time=T, d=D, h=H)
+_random_carry = functools.partial(fastpath_checks.random_carry, batch=B, h=H)
+_weighted_loss = fastpath_checks.weighted_loss
+_loss_and_grads = fastpath_checks.loss_and_grads
+_assert_trees_close = fastpath_checks.assert_trees_close
 
 
 # ----------------------------------------------------------------------------- against the scan
@@ -91,7 +61,7 @@ def test_batch_and_hidden_padding_around_the_kernels(name, batch, block_rows, hi
   # Given a batch that the block size does not divide (5 rows in blocks of 2; 18 rows in the
   # default 16), and maybe h padded per gate as on GPU (4 -> 8) and an unrolled time loop.
   cell, params, xs = _setup(name, seed=3, batch=batch)
-  carry = _random_carry(cell, 4, batch)
+  carry = _random_carry(cell, 4, batch=batch)
   lengths = jnp.arange(batch) % (T + 1)
   mask = jnp.arange(T)[None, :] < lengths[:, None]
 
@@ -113,24 +83,11 @@ def test_batch_and_hidden_padding_around_the_kernels(name, batch, block_rows, hi
 
 
 def test_bidirectional_stack_with_lengths_matches_scan(name="gru"):
-  # Given a two-layer bidirectional stack over ragged lengths, with dropout between layers.
-  cell = cells.get_cell(name)
-  params = recurrent.init_stack(jax.random.key(0), cell, D, H, num_layers=2, bidirectional=True)
-  xs = jax.random.normal(jax.random.key(1), (B, T, D))
-  weights = jax.random.normal(jax.random.key(2), (B, T, 2 * H))
-
-  def run(params, xs, impl):
-    ys, finals = recurrent.stack(cell, params, xs, lengths=LENGTHS, dropout_rate=0.25,
-                                 dropout_key=jax.random.key(3), impl=impl)
-    finals_loss = sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(finals))
-    return jnp.sum(ys * weights) + finals_loss, (ys, finals)
-
-  results = {}
-  for impl in ("scan", "pallas"):
-    grad_fn = jax.jit(jax.value_and_grad(lambda p, x: run(p, x, impl), argnums=(0, 1),
-                                         has_aux=True))
-    results[impl] = grad_fn(params, xs)
-  _assert_trees_close(results["pallas"], results["scan"])
+  # Given a two-layer bidirectional stack over ragged lengths, with dropout between layers,
+  # When it runs with both implementations, Then loss, outputs and gradients agree.
+  sizes = dict(batch=B, time=T, d=D, h=H)
+  _assert_trees_close(fastpath_checks.stack_loss_and_grads(name, "pallas", LENGTHS, **sizes),
+                      fastpath_checks.stack_loss_and_grads(name, "scan", LENGTHS, **sizes))
 
 
 @pytest.mark.parametrize("name", CELLS)

@@ -98,6 +98,8 @@ def test_per_model_clipping_clips_each_copy_as_if_alone():
   assert norms[0] < 1.0 and abs(norms[1] - 1.0) < 1e-5 and abs(norms[2] - 1.0) < 1e-5
   with pytest.raises(ValueError, match="max_norm must be > 0"):
     train.clip_per_model(0.0)
+  with pytest.raises(ValueError, match="needs parameters {name: tree"):
+    clip.update([grads["a"]["w"]], clip.init(grads))
 
 
 def test_sgd_momentum_two_steps():

@@ -56,7 +56,7 @@ def get_config(arg: str = ""):
   config.softmax_targets = "hazard"
   # Stopping probability of the "hazard" targets; well above the thresholds below.
   config.stop_prob = 0.1
-  # Loss average per cell (or one value for all): "string" (per string, then over strings: every
+  # Loss average per cell: "string" (per string, then over strings: every
   # n weighs the same), "token" (over all positions: long strings weigh more) or "mixed" (their
   # mean). Each cell gets the one that served it best on a^n b^n (set rule, 5 seeds, other
   # settings as here): LSTM token 374 [170, 643] vs string 271 [125, 785] vs mixed 238 [106, 865];
