@@ -40,12 +40,13 @@ def _names(field: str, value: str, allowed) -> list[str]:
   return names
 
 
-def _weighting(value, cell: str) -> str:
-  """``config.loss_weighting[cell]``, with an error naming a cell that has no entry."""
-  if cell not in value:
-    raise ValueError(f"config.loss_weighting has no entry for cell {cell!r}; add one, e.g. "
-                     f"--config.loss_weighting.{cell}=string (has: {', '.join(value.keys())})")
-  return value[cell]
+def _weighting(value, cell: str, head: str) -> str:
+  """``config.loss_weighting["<cell>_<head>"]``, with an error naming a missing entry."""
+  key = f"{cell}_{head}"
+  if key not in value:
+    raise ValueError(f"config.loss_weighting has no entry {key!r} (for cell {cell!r}, head "
+                     f"{head!r}); add it to the config (has: {', '.join(value.keys())})")
+  return value[key]
 
 
 class CountingStudy:
@@ -67,6 +68,11 @@ class CountingStudy:
       raise ValueError(f"config.minibatch_order={config.minibatch_order!r}: use 'shared' or "
                        "'per_seed'")
     self.per_seed = config.minibatch_order == "per_seed"
+    if config.minibatch_sampling not in ("uniform", "stratified"):
+      raise ValueError(f"config.minibatch_sampling={config.minibatch_sampling!r}: use 'uniform' "
+                       "or 'stratified'")
+    if config.curriculum_steps < 0:
+      raise ValueError(f"config.curriculum_steps must be >= 0; got {config.curriculum_steps}")
     if config.num_seeds < 1:
       raise ValueError(f"config.num_seeds must be >= 1; got {config.num_seeds}")
     if config.eval_n_max < 1:
@@ -85,10 +91,12 @@ class CountingStudy:
       for head in self.heads:
         self.data[lang.name, head] = counting.training_batch(
             lang, strings, head, config.softmax_targets, config.stop_prob)
-    self.weighting = {name: _weighting(config.loss_weighting, name) for name in self.cells}
-    self.losses = {head: {name: counting.make_seed_loss(cell, head, self.weighting[name])
+    # The loss average of every (cell, head): {(cell, head): "string" | "token" | "mixed"}.
+    self.weighting = {(name, head): _weighting(config.loss_weighting, name, head)
+                      for name in self.cells for head in self.heads}
+    self.losses = {head: {name: counting.make_seed_loss(cell, head, self.weighting[name, head])
                           for name, cell in self.cells.items()} for head in self.heads}
-    self.logits_losses = {head: {name: counting.make_logits_loss(head, self.weighting[name])
+    self.logits_losses = {head: {name: counting.make_logits_loss(head, self.weighting[name, head])
                                  for name in self.cells} for head in self.heads}
     self._verdicts = None  # kept by results() for plot(): evaluating is the expensive part
 
@@ -124,15 +132,29 @@ class CountingStudy:
       first = self.data[lang.name, self.heads[0]]
       size = len(first["inputs"])
       if config.minibatch_order == "per_seed":
-        pick = np.stack([np.random.default_rng((config.seed, step, index, s)).integers(
-            0, size, config.batch_size) for s in range(config.num_seeds)], axis=1)
+        pick = np.stack([self._pick(np.random.default_rng((config.seed, step, index, s)), size,
+                                    step) for s in range(config.num_seeds)], axis=1)
       else:
-        pick = rng.integers(0, size, config.batch_size)
+        pick = self._pick(rng, size, step)
       pick = pick[rows]
       batch[lang.name] = {k: first[k][pick] for k in ("inputs", "lengths", "mask")}
       for head in self.heads:
         batch[lang.name][f"goal/{head}"] = self.data[lang.name, head]["goal"][pick]
     return batch
+
+  def _pick(self, rng, size: int, step: int) -> np.ndarray:
+    """``batch_size`` row indices into a training set of ``size`` strings, ordered by size n."""
+    count = self.config.batch_size
+    if step < self.config.curriculum_steps:  # the shortest strings first, growing linearly
+      frac = 0.1 + 0.9 * step / self.config.curriculum_steps
+      size = max(1, int(np.ceil(size * frac)))
+    if self.config.minibatch_sampling == "uniform":
+      return rng.integers(0, size, count)
+    # Stratified: one string from each of ``count`` equal slices of the size range, so every
+    # minibatch spans short to long strings (same expected loss, less variance between steps).
+    edges = np.linspace(0, size, count + 1)
+    return np.minimum(np.floor(edges[:-1] + rng.random(count) * (edges[1:] - edges[:-1])),
+                      size - 1).astype(np.int64)
 
   def loss_fn(self, params, batch, rng):
     del rng  # deterministic: the minibatch is the only randomness of a step

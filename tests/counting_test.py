@@ -289,12 +289,19 @@ def _study(**overrides):
 
 def test_loss_weighting_per_cell_and_its_bad_values():
   study = _study()
-  assert study.weighting == {"lstm": "token", "gru": "string"}
-  assert _study(loss_weighting={"gru": "mixed"}).weighting == {"lstm": "token", "gru": "mixed"}
-  with pytest.raises(ValueError, match="no entry for cell 'min_gru'"):
-    _study(cells="lstm,min_gru")
+  assert study.weighting == {("lstm", "sets"): "token", ("lstm", "softmax"): "string",
+                             ("gru", "sets"): "string", ("gru", "softmax"): "string"}
+  mixed = _study(loss_weighting={"gru_softmax": "mixed", "lstm_sets": "string"}).weighting
+  assert mixed == {("lstm", "sets"): "string", ("lstm", "softmax"): "string",
+                   ("gru", "sets"): "string", ("gru", "softmax"): "mixed"}
+  assert _study(cells="lstm,min_gru").weighting["min_gru", "sets"] == "string"
+  from experiments import counting as experiment  # pylint: disable=import-outside-toplevel
+  config = _study().config
+  del config.loss_weighting["gru_sets"]
+  with pytest.raises(ValueError, match="no entry 'gru_sets'"):
+    experiment.CountingStudy(config)
   with pytest.raises(ValueError, match="unknown weighting 'tokens'"):
-    _study(loss_weighting={"lstm": "tokens"})
+    _study(loss_weighting={"lstm_sets": "tokens"})
 
 
 def test_per_seed_minibatches_are_each_seeds_own_and_give_each_networks_loss():
@@ -322,6 +329,30 @@ def test_per_seed_minibatches_are_each_seeds_own_and_give_each_networks_loss():
 def test_unknown_minibatch_order_is_a_clear_error():
   with pytest.raises(ValueError, match="minibatch_order"):
     _study(minibatch_order="random")
+  with pytest.raises(ValueError, match="minibatch_sampling"):
+    _study(minibatch_sampling="sorted")
+  with pytest.raises(ValueError, match="curriculum_steps"):
+    _study(curriculum_steps=-1)
+
+
+def test_stratified_minibatches_take_one_string_from_each_slice_of_sizes():
+  study = _study(minibatch_sampling="stratified", languages="anbn", num_seeds=4, batch_size=8,
+                 train_max={"anbn": 32})
+  for step in (0, 5, 99):
+    sizes = study.get_batch(step, 0, 1)["anbn"]["lengths"]  # [batch, seeds]: 2n + 1 symbols
+    n = (sizes - 1) // 2
+    # Slice i holds n = 4i + 1 .. 4i + 4 (the training set is ordered by n).
+    assert ((n - 1) // 4 == np.arange(8)[:, None]).all(), n
+
+
+def test_curriculum_draws_the_shortest_strings_first():
+  study = _study(curriculum_steps=100, languages="anbn", num_seeds=3, batch_size=64,
+                 train_max={"anbn": 50})
+  def sizes(step):
+    return (study.get_batch(step, 0, 1)["anbn"]["lengths"] - 1) // 2
+  assert sizes(0).max() <= 5          # 10% of n = 1..50
+  assert sizes(50).max() <= 28        # 10% + 90% * 50/100 = 55%
+  assert sizes(100).max() > 28        # curriculum over: all 50 sizes again
 
 
 # ----------------------------------------------------------------------------- end to end
