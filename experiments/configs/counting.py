@@ -102,7 +102,7 @@ def get_config(arg: str = ""):
   # training set, growing linearly from 10% to all of it (0 = off).
   config.curriculum_steps = 0
   # Longer training helps the LSTM count further (forget bias 8, 5 seeds: median 225 [123, 676]
-  # after 3000 steps, 306 [125, 802] after 4500); 4000 keeps `make run` near 11 minutes on an
+  # after 3000 steps, 306 [125, 802] after 4500); 4000 keeps `make run` at 10 to 13 minutes on an
   # idle 2-core CPU.
   config.num_steps = 4000
   config.learning_rate = 2e-2
