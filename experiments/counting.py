@@ -8,7 +8,6 @@ writes results.json and the plots into the workdir. See ``experiments/configs/co
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys

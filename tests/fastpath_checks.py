@@ -65,6 +65,27 @@ def stack_loss_and_grads(name, impl, lengths, *, batch, time, d, h):
   return jax.jit(jax.value_and_grad(run, argnums=(0, 1), has_aux=True))(params, xs)
 
 
+def check_against_scan(impl, cell, params, xs, carry, **kwargs):
+  """Outputs, final carries and gradients w.r.t. params, inputs and carry agree with the scan."""
+  want = loss_and_grads(cell, params, xs, carry, "scan", **kwargs)
+  assert_trees_close(loss_and_grads(cell, params, xs, carry, impl, **kwargs), want)
+  # ... and the gradients are not trivially zero (the comparison has teeth).
+  assert float(jnp.abs(want[1][0]["w_hh"]).max()) > 1e-2
+
+
+def check_bf16_against_scan(impl, cell, params, xs, carry, lengths):
+  """bf16 params and inputs with a float32 carry: dtypes kept, results near the scan's."""
+  want = loss_and_grads(cell, params, xs, carry, "scan", lengths=lengths)
+  got = loss_and_grads(cell, params, xs, carry, impl, lengths=lengths)
+  # Gradients keep the params' and inputs' dtype; the carry stays float32.
+  for g, p in zip(jax.tree.leaves(got[1][0]), jax.tree.leaves(params)):
+    assert g.dtype == p.dtype == jnp.bfloat16
+  assert got[1][1].dtype == jnp.bfloat16
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(got[0][1]))
+  # bf16 rounding of h before each recurrent matmul differs in the backward: loose tolerance.
+  assert_trees_close(got, want, tol=3e-2)
+
+
 def assert_trees_close(a, b, tol=1e-5):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
