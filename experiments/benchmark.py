@@ -152,14 +152,16 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
         dtype = jnp.dtype(dtype_name)
         for mode in modes:
           for impl in ["seqjax"] + [p for p in peers if p in available]:
-            try:
+            try:  # building and the first (compiling) call: either can refuse a shape
               fn = builders[impl](cell_name, shape, dtype, mode)
+              seconds = None if fn is None else _median_seconds(fn, repeats)
             except Exception as err:  # pylint: disable=broad-except
-              notes.append(f"{impl} {cell_name} {dtype_name} {shape}: cannot run ({err})")
+              first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+              notes.append(f"{impl} {cell_name} {dtype_name} {shape}: cannot run "
+                           f"({type(err).__name__}: {first_line[:200]})")
               continue
-            if fn is None:
+            if seconds is None:
               continue
-            seconds = _median_seconds(fn, repeats)
             rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
                          "dtype": dtype_name, "mode": mode, "impl": impl,
                          "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds})

@@ -9,9 +9,9 @@ algebra. Only the recurrence runs inside a kernel; everything that is one large 
 
 * outside, before: ``gx = xs @ w_ih + biases`` for the whole sequence (the GRU's ``b_hh``
   goes into the kernel instead, because its candidate gate needs it inside ``r * (h W_hn + b_hn)``);
-* forward kernel: the time loop (``fori_loop``) for one block of ``block_rows`` examples per
-  program, with ``w_hh`` loaded once per program and kept for every step, carries in float32;
-  it stores the carry after every step and the gate activations (and the GRU's ``h W_hn + b_hn``);
+* forward kernel: the time loop (``fori_loop``, unrolled by hand: ``_time_loop``) for one
+  block of ``block_rows`` examples per program, with ``w_hh`` loaded once per program and kept
+  for every step, carries in float32; it stores the carry after every step and the gate activations (and the GRU's ``h W_hn + b_hn``);
 * outside, between: the per-step backward coefficients, a few large elementwise ops;
 * backward kernel: the reverse time loop, per step ``dgates = dh * coef`` and
   ``dh_prev = dgates @ w_hh^T`` with ``w_hh^T`` resident, writing ``dgates`` for every step and
@@ -256,6 +256,26 @@ def _input_grads(weights, xs, dgx, dgh, h_prev):
   return (dw_ih, db_ih, dw_hh, db_hh), dxs
 
 
+def _time_loop(length, body, init, unroll):
+  """``lax.fori_loop(0, length, body, init)`` with ``unroll`` steps per iteration, unrolled here.
+
+  Triton's lowering of ``fori_loop`` takes no ``unroll`` argument, so the steps are unrolled in
+  Python: ``length // unroll`` iterations of ``unroll`` steps, then the remaining steps.
+  """
+  unroll = max(1, min(int(unroll), length))
+  blocks, rest = divmod(length, unroll)
+
+  def block(i, carry):
+    for j in range(unroll):
+      carry = body(i * unroll + j, carry)
+    return carry
+
+  carry = jax.lax.fori_loop(0, blocks, block, init)
+  for j in range(rest):
+    carry = body(blocks * unroll + j, carry)
+  return carry
+
+
 # ----------------------------------------------------------------------------- LSTM
 def _lstm_forward_kernel(gx_ref, keep_ref, w_ref, h0_ref, c0_ref, hs_ref, cs_ref, acts_ref, *,
                          hid, unroll):
@@ -276,7 +296,7 @@ def _lstm_forward_kernel(gx_ref, keep_ref, w_ref, h0_ref, c0_ref, hs_ref, cs_ref
     cs_ref[t] = c_new
     return h_new, c_new
 
-  jax.lax.fori_loop(0, gx_ref.shape[0], body, (h0_ref[...], c0_ref[...]), unroll=unroll)
+  _time_loop(gx_ref.shape[0], body, (h0_ref[...], c0_ref[...]), unroll)
 
 
 def _lstm_backward_kernel(dhs_ref, dc_dh_ref, coef_ref, dc_prev_ref, skip_ref, w_t_ref,
@@ -298,7 +318,7 @@ def _lstm_backward_kernel(dhs_ref, dc_dh_ref, coef_ref, dc_prev_ref, skip_ref, w
     return dh_prev, dc * dc_prev_ref[t]
 
   dc_last = dc_last_ref[...]
-  dh0, dc0 = jax.lax.fori_loop(0, time, body, (jnp.zeros_like(dc_last), dc_last), unroll=unroll)
+  dh0, dc0 = _time_loop(time, body, (jnp.zeros_like(dc_last), dc_last), unroll)
   dh0_ref[...] = dh0
   dc0_ref[...] = dc0
 
@@ -366,7 +386,7 @@ def _gru_forward_kernel(gx_ref, keep_ref, w_ref, b_ref, h0_ref, hs_ref, acts_ref
     hs_ref[t] = h_new
     return h_new
 
-  jax.lax.fori_loop(0, gx_ref.shape[0], body, h0_ref[...], unroll=unroll)
+  _time_loop(gx_ref.shape[0], body, h0_ref[...], unroll)
 
 
 def _gru_backward_kernel(dhs_ref, coef_ref, dh_prev_ref, w_t_ref, dgh_ref, dh_out_ref, dh0_ref,
@@ -386,8 +406,7 @@ def _gru_backward_kernel(dhs_ref, coef_ref, dh_prev_ref, w_t_ref, dgh_ref, dh_ou
       dh_prev = dh_prev + _dot(dgh, w_t[k])
     return dh_prev
 
-  dh0_ref[...] = jax.lax.fori_loop(0, time, body, jnp.zeros(dh0_ref.shape, dh0_ref.dtype),
-                                   unroll=unroll)
+  dh0_ref[...] = _time_loop(time, body, jnp.zeros(dh0_ref.shape, dh0_ref.dtype), unroll)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
