@@ -1,11 +1,12 @@
-"""Whole-layer LSTM and GRU with a hand-written backward pass (the CPU fast path).
+"""Whole-layer LSTM and GRU with a hand-written backward pass (the CPU and GPU fast path).
 
 Shape letters: b batch, t time, d input features, h hidden units, g gate width (see ``cells.py``).
 
 Autodiff through ``lax.scan`` over a cell step stores every intermediate of every step, replays
 the step's whole derivative inside the backward loop, and adds a small ``h_prev^T @ dgates``
 into ``dw_hh`` at every step. On a CPU, where the elementwise work and per-op overhead of a
-time step cost as much as its matmul, that is most of the training time. A layer here is one
+time step cost as much as its matmul, that is most of the training time; on a GPU the
+per-step ``dw_hh`` update and the replayed step double the backward's launches. A layer here is one
 ``jax.custom_vjp`` function of the inputs, the initial carry and all four weights:
 
 * the input projection ``xs @ w_ih`` runs once for the whole sequence, and both biases are
@@ -50,6 +51,13 @@ from seqjax import cells as cells_lib
 
 IMPLS = ("auto", "scan", "fused", "pallas")
 
+# Which loop runs a layer that is not being differentiated (inference): None picks per backend,
+# the fused forward on CPU (measured 1.05 to 2.2 times as fast there as the plain scan) and a
+# lean time-major ``lax.scan`` that stores nothing for a backward elsewhere (on the H100 the
+# fused forward ran only 0.2 to 0.9 times as fast as the plain scan in float32). "fused" or "lean" forces
+# one (tests). Differentiated calls always take the fused forward, which keeps the residuals.
+FORWARD: str | None = None
+
 
 def supports(cell: cells_lib.Cell) -> bool:
   """True for the cells with a fused recurrence: ``lstm`` and ``gru`` with ``reset_after``."""
@@ -59,13 +67,15 @@ def supports(cell: cells_lib.Cell) -> bool:
 def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
   """Resolves ``impl`` (one of :data:`IMPLS`) to 'scan', 'fused' or 'pallas' for ``cell``.
 
-  'auto' takes the fused path on CPU, where it is measured faster, for the cells it supports
-  with a float32 carry. Otherwise it keeps the plain scan: a bf16 carry is rounded to bf16 at
-  every step as the cells do; float64 is for numerical checks, which may need forward-mode or
-  higher-order derivatives (the fused path is a ``custom_vjp``: reverse mode only). On GPU and
-  TPU the fused recurrence has not been measured, and XLA's per-step overhead is smaller.
-  'pallas' (``pallas_rnn.py``, same cells) is only ever taken when asked for: its GPU kernels
-  have not been measured, and on CPU it runs interpreted.
+  'auto' takes the fused path for the cells it supports with a float32 carry on CPU and GPU,
+  where training through it was measured faster than through the scan (CPU: 1.2 to 1.8 times;
+  H100, float32: 1.2 to 1.9 times at the benchmark's reference shapes), and for inference its forward
+  is the faster loop of each backend (see :data:`FORWARD`). Otherwise it keeps the plain scan:
+  a bf16 carry is rounded to bf16 at every step as the cells do; float64 is for numerical
+  checks, which may need forward-mode or higher-order derivatives (the fused path is a
+  ``custom_vjp``: reverse mode only); TPUs are unmeasured. 'pallas' (``pallas_rnn.py``, same
+  cells) is only ever taken when asked for: its GPU kernels need all of ``w_hh`` in one SM's
+  shared memory (hidden sizes below 128) and on CPU it runs interpreted.
   """
   if impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
@@ -75,13 +85,25 @@ def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
   if impl != "auto":
     return impl
   float32 = all(jnp.dtype(leaf.dtype) == jnp.float32 for leaf in jax.tree.leaves(carry))
-  if supports(cell) and float32 and jax.default_backend() == "cpu":
+  if supports(cell) and float32 and jax.default_backend() in ("cpu", "gpu"):
     return "fused"
   return "scan"
 
 
+def _lean_forward(forward: str | None) -> bool:
+  """Whether the non-differentiated forward is the lean scan, for a :data:`FORWARD` value."""
+  if forward not in (None, "fused", "lean"):
+    raise ValueError(f"fused.FORWARD must be None, 'fused' or 'lean'; got {forward!r}")
+  return forward == "lean" or (forward is None and jax.default_backend() != "cpu")
+
+
+def _time_major(keep):
+  """``keep [b, t, 1]`` as ``[t, b, 1]`` for a scan over time (``None`` stays ``None``)."""
+  return None if keep is None else jnp.swapaxes(keep, 0, 1)
+
+
 def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Array | None,
-                       carry, unroll_steps: int = 1):
+                       carry, unroll_steps: int = 1, forward: str | None = None):
   """Runs a fused LSTM or GRU layer, input projection included, over a batch of sequences.
 
   Args:
@@ -91,6 +113,8 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
     mask: ``None`` or ``[b, t]`` bool, False where a step is padding.
     carry: the initial carry, ``(h, c)`` for the LSTM, ``h`` for the GRU, each ``[b, h]``.
     unroll_steps: unroll factor of both time loops.
+    forward: the loop of a call that is not differentiated (see :data:`FORWARD`); ``None``
+      picks per backend.
 
   Returns:
     ``(hs, final_carry)``: ``hs: [b, t, h]`` the hidden carry after every step (not masked) and
@@ -103,12 +127,13 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
+  setting = (int(unroll_steps), _lean_forward(forward))  # static: a nondiff_argnums
   if cell.name == "lstm":
     h0, c0 = carry
-    hs, c_last = _lstm(unroll_steps, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
+    hs, c_last = _lstm(setting, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
     final = (_last(hs, h0), c_last.astype(c0.dtype))
   else:
-    hs = _gru(unroll_steps, weights, xs, keep, carry.astype(dtype))
+    hs = _gru(setting, weights, xs, keep, carry.astype(dtype))
     final = _last(hs, carry)
   return hs.astype(leaves[0].dtype), final
 
@@ -166,30 +191,58 @@ def _lstm_scales(hid, dtype):
   return jnp.asarray(np.repeat([0.5, 0.5, 1.0, 0.5], hid), dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm(unroll_steps, weights, xs, keep, h0, c0):
-  return _lstm_forward(unroll_steps, weights, xs, keep, h0, c0)[0]
+def _lstm_step(gx_t, keep_t, h, c, w_hh, scale, shift, bias, dtype):
+  """One LSTM step from its input projection ``gx_t``; returns ``(z, h_new, c_new)``."""
+  # One tanh for all four gates: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5.
+  z = (gx_t + _recurrent_matmul(h, w_hh, dtype)) * scale + bias
+  i, f, g, o = jnp.split(jnp.tanh(z) * scale + shift, 4, axis=-1)
+  c_new = f * c + i * g
+  h_new = o * jnp.tanh(c_new)
+  if keep_t is not None:
+    keep_t = keep_t > 0
+    h_new = jnp.where(keep_t, h_new, h)
+    c_new = jnp.where(keep_t, c_new, c)
+  return z, h_new, c_new
 
 
-def _lstm_forward(unroll_steps, weights, xs, keep, h0, c0):
-  w_ih, b_ih, w_hh, b_hh = weights
-  dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
+def _lstm_constants(weights, hid, dtype):
   scale = _lstm_scales(hid, dtype)
-  shift = 1.0 - scale
-  bias = (b_ih.astype(dtype) + b_hh.astype(dtype)) * scale
+  bias = (weights[1].astype(dtype) + weights[3].astype(dtype)) * scale
+  return scale, 1.0 - scale, bias
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _lstm(setting, weights, xs, keep, h0, c0):
+  if setting[1]:
+    return _lstm_lean(setting[0], weights, xs, keep, h0, c0)
+  return _lstm_forward(setting, weights, xs, keep, h0, c0)[0]
+
+
+def _lstm_lean(unroll_steps, weights, xs, keep, h0, c0):
+  """The forward alone, storing nothing for a backward: a time-major ``lax.scan``."""
+  w_hh, dtype, hid = weights[2], h0.dtype, h0.shape[-1]
+  constants = _lstm_constants(weights, hid, dtype)
+  gx = _project(jnp.swapaxes(xs, 0, 1), weights[0], dtype)  # [t, b, 4h]
+
+  def step(carry, inputs):
+    _, h_new, c_new = _lstm_step(*inputs, *carry, w_hh, *constants, dtype)
+    return (h_new, c_new), h_new
+
+  (_, c_last), hs = jax.lax.scan(step, (h0, c0), (gx, _time_major(keep)), unroll=unroll_steps)
+  return jnp.swapaxes(hs, 0, 1), c_last
+
+
+def _lstm_forward(setting, weights, xs, keep, h0, c0):
+  unroll_steps = setting[0]
+  w_ih, w_hh = weights[0], weights[2]
+  dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
+  constants = _lstm_constants(weights, hid, dtype)
   gx = _project(xs, w_ih, dtype)  # [b, t, 4h]
 
   def body(t, state):
     h, c, zs, hs, cs = state
-    # One tanh for all four gates: sigmoid(x) = 0.5 * tanh(0.5 * x) + 0.5.
-    z = (_at(gx, t) + _recurrent_matmul(h, w_hh, dtype)) * scale + bias
-    i, f, g, o = jnp.split(jnp.tanh(z) * scale + shift, 4, axis=-1)
-    c_new = f * c + i * g
-    h_new = o * jnp.tanh(c_new)
-    if keep is not None:
-      keep_t = _at(keep, t) > 0
-      h_new = jnp.where(keep_t, h_new, h)
-      c_new = jnp.where(keep_t, c_new, c)
+    keep_t = None if keep is None else _at(keep, t)
+    z, h_new, c_new = _lstm_step(_at(gx, t), keep_t, h, c, w_hh, *constants, dtype)
     return h_new, c_new, _put(zs, z, t), _put(hs, h_new, t), _put(cs, c_new, t)
 
   zeros = jnp.zeros((batch, time, hid), dtype)
@@ -198,7 +251,8 @@ def _lstm_forward(unroll_steps, weights, xs, keep, h0, c0):
   return (hs, c_last), (weights, xs, keep, zs, hs, cs, h0, c0)
 
 
-def _lstm_backward(unroll_steps, residuals, cotangents):
+def _lstm_backward(setting, residuals, cotangents):
+  unroll_steps = setting[0]
   weights, xs, keep, zs, hs, cs, h0, c0 = residuals
   dhs, dc_last = cotangents
   w_hh = weights[2]
@@ -241,12 +295,45 @@ _lstm.defvjp(_lstm_forward, _lstm_backward)
 
 
 # ----------------------------------------------------------------------------- GRU
+def _gru_step(gx_t, keep_t, h, w_hh, b_ih, b_hh, dtype):
+  """One GRU step from its input projection ``gx_t``; returns ``(rz, n, gh_n, h_new)``."""
+  hid = h.shape[-1]
+  gx_t = gx_t + b_ih
+  gh = _recurrent_matmul(h, w_hh, dtype) + b_hh
+  rz = 0.5 * jnp.tanh(0.5 * (gx_t[:, :2 * hid] + gh[:, :2 * hid])) + 0.5
+  r, z = rz[:, :hid], rz[:, hid:]
+  gh_n = gh[:, 2 * hid:]
+  n = jnp.tanh(gx_t[:, 2 * hid:] + r * gh_n)
+  h_new = n + z * (h - n)
+  if keep_t is not None:
+    h_new = jnp.where(keep_t > 0, h_new, h)
+  return rz, n, gh_n, h_new
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _gru(unroll_steps, weights, xs, keep, h0):
-  return _gru_forward(unroll_steps, weights, xs, keep, h0)[0]
+def _gru(setting, weights, xs, keep, h0):
+  if setting[1]:
+    return _gru_lean(setting[0], weights, xs, keep, h0)
+  return _gru_forward(setting, weights, xs, keep, h0)[0]
 
 
-def _gru_forward(unroll_steps, weights, xs, keep, h0):
+def _gru_lean(unroll_steps, weights, xs, keep, h0):
+  """The forward alone, storing nothing for a backward: a time-major ``lax.scan``."""
+  w_ih, b_ih, w_hh, b_hh = weights
+  dtype = h0.dtype
+  gx = _project(jnp.swapaxes(xs, 0, 1), w_ih, dtype)  # [t, b, 3h]
+  b_ih, b_hh = b_ih.astype(dtype), b_hh.astype(dtype)
+
+  def step(h, inputs):
+    h_new = _gru_step(*inputs, h, w_hh, b_ih, b_hh, dtype)[-1]
+    return h_new, h_new
+
+  _, hs = jax.lax.scan(step, h0, (gx, _time_major(keep)), unroll=unroll_steps)
+  return jnp.swapaxes(hs, 0, 1)
+
+
+def _gru_forward(setting, weights, xs, keep, h0):
+  unroll_steps = setting[0]
   w_ih, b_ih, w_hh, b_hh = weights
   dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
   gx = _project(xs, w_ih, dtype)  # [b, t, 3h]
@@ -254,15 +341,8 @@ def _gru_forward(unroll_steps, weights, xs, keep, h0):
 
   def body(t, state):
     h, rzs, ns, gh_ns, hs = state
-    gx_t = _at(gx, t) + b_ih
-    gh = _recurrent_matmul(h, w_hh, dtype) + b_hh
-    rz = 0.5 * jnp.tanh(0.5 * (gx_t[:, :2 * hid] + gh[:, :2 * hid])) + 0.5
-    r, z = rz[:, :hid], rz[:, hid:]
-    gh_n = gh[:, 2 * hid:]
-    n = jnp.tanh(gx_t[:, 2 * hid:] + r * gh_n)
-    h_new = n + z * (h - n)
-    if keep is not None:
-      h_new = jnp.where(_at(keep, t) > 0, h_new, h)
+    keep_t = None if keep is None else _at(keep, t)
+    rz, n, gh_n, h_new = _gru_step(_at(gx, t), keep_t, h, w_hh, b_ih, b_hh, dtype)
     return (h_new, _put(rzs, rz, t), _put(ns, n, t), _put(gh_ns, gh_n, t),
             _put(hs, h_new, t))
 
@@ -272,7 +352,8 @@ def _gru_forward(unroll_steps, weights, xs, keep, h0):
   return hs, (weights, xs, keep, rzs, ns, gh_ns, hs, h0)
 
 
-def _gru_backward(unroll_steps, residuals, dhs):
+def _gru_backward(setting, residuals, dhs):
+  unroll_steps = setting[0]
   weights, xs, keep, rzs, ns, gh_ns, hs, h0 = residuals
   w_hh = weights[2]
   dtype, time, hid = rzs.dtype, rzs.shape[1], h0.shape[-1]

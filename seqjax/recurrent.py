@@ -124,8 +124,10 @@ def _parallel_unroll(cell, gx, lengths, h0):
   return hs, carry
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat", "impl"))
-def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl="scan"):
+@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat", "impl",
+                                             "forward"))
+def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl="scan",
+            forward=None):
   if reverse:
     xs = _reverse(xs, lengths)
   if cell.parallel:
@@ -133,8 +135,10 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
     return (_reverse(ys, lengths) if reverse else ys), carry
   if impl in ("fused", "pallas"):  # Whole layer, hand-written backward (fused.py, pallas_rnn.py).
     mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
-    layer = fused if impl == "fused" else pallas_rnn
-    hs, carry = layer.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
+    if impl == "fused":
+      hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps, forward)
+    else:
+      hs, carry = pallas_rnn.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
     ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
     return (_reverse(ys, lengths) if reverse else ys), carry
   gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
@@ -185,7 +189,7 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
       ``fused.py``; reverse-mode derivatives only), ``'pallas'`` (the same cells and backward
       with the time loops as Pallas kernels, meant for GPUs and interpreted on CPU, see
       ``pallas_rnn.py``; never picked by ``'auto'``) or ``'auto'``: fused where it is measured
-      faster (CPU, float32 carry), scan elsewhere.
+      faster (CPU and GPU, float32 carry), scan elsewhere.
 
   Returns:
     ``(ys, final_carry)``: ``ys: [b, t, h]`` and the carry after each example's last valid step.
@@ -209,7 +213,7 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     raise ValueError(f"unroll must be a positive int; got {unroll!r}")
   impl = fused.choose(cell, impl, initial_carry)
   return _unroll(cell, params, jnp.asarray(xs), lengths, initial_carry, bool(reverse),
-                 unroll, bool(remat), impl)
+                 unroll, bool(remat), impl, fused.FORWARD if impl == "fused" else None)
 
 
 # ----------------------------------------------------------------------------- layers of cells

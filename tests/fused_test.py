@@ -64,6 +64,33 @@ def test_fused_matches_scan_with_unroll_that_does_not_divide_time(name):
   _assert_trees_close(got, want)
 
 
+@pytest.mark.parametrize("forward", ["fused", "lean"])
+@pytest.mark.parametrize("name", CELLS)
+@pytest.mark.parametrize("lengths, reverse, unroll", [(None, False, 1), (LENGTHS, True, 1),
+                                                      (LENGTHS, False, 3)],
+                         ids=["full", "ragged-reverse", "ragged-unroll3"])
+def test_forward_without_gradient_matches_scan(monkeypatch, forward, name, lengths, reverse,
+                                               unroll):
+  # Not differentiated, the custom_vjp runs its primal: the fused loop or the lean scan.
+  monkeypatch.setattr(fused, "FORWARD", forward)
+  cell, params, xs = _setup(name, seed=8)
+  carry = _random_carry(cell, 9)
+
+  def run(impl):
+    return jax.jit(lambda p, x, c: recurrent.unroll(
+        cell, p, x, lengths=lengths, initial_carry=c, reverse=reverse, unroll=unroll,
+        impl=impl))(params, xs, carry)
+
+  _assert_trees_close(run("fused"), run("scan"))
+
+
+def test_a_bad_forward_setting_is_named(monkeypatch):
+  monkeypatch.setattr(fused, "FORWARD", "fast")
+  cell, params, xs = _setup("gru")
+  with pytest.raises(ValueError, match="fused.FORWARD must be"):
+    recurrent.unroll(cell, params, xs, impl="fused")
+
+
 @pytest.mark.parametrize("name", CELLS)
 def test_empty_sequence_returns_initial_carry_and_its_gradient(name):
   cell, params, xs = _setup(name, time=0)
@@ -136,8 +163,9 @@ def test_jit_and_vmap_of_the_fused_path_match_scan(name):
 
 
 # ----------------------------------------------------------------------------- dispatch
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="'auto' picks the fused path on CPU")
-def test_auto_takes_the_fused_path_on_cpu_for_lstm_and_gru_only():
+@pytest.mark.skipif(jax.default_backend() not in ("cpu", "gpu"),
+                    reason="'auto' picks the fused path on CPU and GPU")
+def test_auto_takes_the_fused_path_for_float32_lstm_and_gru_only():
   carry32 = jnp.zeros((B, H), jnp.float32)
   assert fused.choose(cells.get_cell("lstm"), "auto", (carry32, carry32)) == "fused"
   assert fused.choose(cells.get_cell("gru"), "auto", carry32) == "fused"
@@ -155,7 +183,7 @@ def test_auto_takes_the_fused_path_on_cpu_for_lstm_and_gru_only():
 
 
 @pytest.mark.parametrize("impl, uses_custom_vjp", [
-    ("auto", jax.default_backend() == "cpu"), ("fused", True), ("scan", False)])
+    ("auto", jax.default_backend() in ("cpu", "gpu")), ("fused", True), ("scan", False)])
 def test_unroll_really_dispatches_on_impl(impl, uses_custom_vjp):
   cell, params, xs = _setup("lstm")
   jaxpr = str(jax.make_jaxpr(lambda p, x: recurrent.unroll(cell, p, x, impl=impl))(params, xs))
