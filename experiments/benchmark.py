@@ -42,9 +42,13 @@ _MODES = flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward
 _PEERS = flags.DEFINE_list("peers", ["torch", "flax"], "peers to time beside seqjax")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions; the median is reported")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
+_REMAT = flags.DEFINE_bool("remat", False, "seqjax stores less for the backward and recomputes "
+                           "it (see recurrent.unroll's remat)")
 _IMPL = flags.DEFINE_enum("impl", "auto", list(fused.IMPLS),
                           "seqjax recurrence: plain scan, fused (LSTM/GRU custom VJP), pallas "
                           "(LSTM/GRU Pallas kernels; meant for GPUs, interpreted on CPU) or auto")
+_MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "compile seqjax's training call and report "
+                                 "the scratch memory XLA assigns it, without timing anything")
 _JSON = flags.DEFINE_string("json", None, "write the rows as JSON to this path")
 
 
@@ -71,21 +75,27 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
   return statistics.median(times)
 
 
-def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto"):
+def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto", remat=False):
   b, t, d, h = shape
   cell = cells.get_cell(cell_name)
   params = cell.init(jax.random.PRNGKey(0), d, h, dtype)
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d), jnp.float32).astype(dtype)
 
   def forward(params, xs):
-    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl)[0]
+    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl, remat=remat)[0]
 
   if mode == "train":
     fn = jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
                           argnums=(0, 1)))
   else:
     fn = jax.jit(forward)
-  return lambda: jax.block_until_ready(fn(params, xs))
+  compiled = fn.lower(params, xs).compile()
+  run = lambda: jax.block_until_ready(compiled(params, xs))
+  # XLA's own count of the scratch memory the compiled call needs (activations and
+  # residuals kept for the backward included); None where the backend does not report it.
+  stats = compiled.memory_analysis()
+  run.temp_bytes = None if stats is None else int(stats.temp_size_in_bytes)
+  return run
 
 
 def _flax_fn(cell_name, shape, dtype, mode):
@@ -131,7 +141,7 @@ def _torch_fn(cell_name, shape, dtype, mode):
 
 
 def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_steps,
-                   seqjax_impl="auto"):
+                   seqjax_impl="auto", remat=False):
   """Times every combination; returns one dict per (shape, cell, dtype, mode, implementation)."""
   rows, notes = [], []
   available = {}
@@ -144,7 +154,7 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
     except KeyError:
       raise app.UsageError(f"unknown peer {peer!r}; known peers: torch, flax") from None
   builders = {"seqjax": lambda *a: _seqjax_fn(*a, unroll_steps,
-                                                    _resolve(seqjax_impl, a[0])),
+                                                    _resolve(seqjax_impl, a[0]), remat),
               "torch": _torch_fn, "flax": _flax_fn}
   for shape in shapes:
     for cell_name in cell_names:
@@ -164,10 +174,28 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
               continue
             rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
                          "dtype": dtype_name, "mode": mode, "impl": impl,
-                         "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds})
+                         "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds,
+                         "temp_bytes": getattr(fn, "temp_bytes", None)})
             print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} {mode:>5} "
                   f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s", flush=True)
   return rows, notes
+
+
+def memory_rows(shapes, cell_names, dtypes, seqjax_impl="auto", remat=False):
+  """XLA's scratch bytes of seqjax's compiled training call per shape, cell and dtype."""
+  rows = []
+  for shape in shapes:
+    for cell_name in cell_names:
+      for dtype_name in dtypes:
+        fn = _seqjax_fn(cell_name, shape, jnp.dtype(dtype_name), "train", 1,
+                        _resolve(seqjax_impl, cell_name), remat)
+        rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name, "dtype": dtype_name,
+                     "mode": "train", "impl": "seqjax", "temp_bytes": fn.temp_bytes})
+        per_token = (f"{fn.temp_bytes / (shape[0] * shape[1]) / 1024:,.1f} KiB/token"
+                     if fn.temp_bytes is not None else "not reported by this backend")
+        print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} train "
+              f"{(fn.temp_bytes or 0) / 2**20:>10,.1f} MiB  {per_token}", flush=True)
+  return rows
 
 
 def _resolve(impl, cell_name):
@@ -214,18 +242,23 @@ def main(argv):
   default = GPU_SHAPES if backend == "gpu" else CPU_SHAPES
   shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
   print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}; "
-        f"seqjax impl {_IMPL.value}")
-  rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value, _PEERS.value,
-                               _REPEATS.value, _UNROLL.value, _IMPL.value)
-  peers = [p for p in _PEERS.value if any(r["impl"] == p for r in rows)]
-  print()
-  print(format_table(rows, peers))
+        f"seqjax impl {_IMPL.value}, remat {_REMAT.value}")
+  if _MEMORY_ONLY.value:
+    rows, notes = memory_rows(shapes, _CELLS.value, _DTYPES.value, _IMPL.value, _REMAT.value), []
+  else:
+    rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value,
+                                 _PEERS.value, _REPEATS.value, _UNROLL.value, _IMPL.value,
+                                 _REMAT.value)
+    peers = [p for p in _PEERS.value if any(r["impl"] == p for r in rows)]
+    print()
+    print(format_table(rows, peers))
   for note in notes:
     print(f"note: {note}")
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"backend": backend, "device": jax.devices()[0].device_kind,
-                 "jax": jax.__version__, "impl": _IMPL.value, "rows": rows, "notes": notes},
+                 "jax": jax.__version__, "impl": _IMPL.value, "remat": _REMAT.value,
+                 "rows": rows, "notes": notes},
                 f, indent=1)
 
 

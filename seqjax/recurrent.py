@@ -181,8 +181,9 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
       with the inputs.
     initial_carry: ``[b, h]`` (or ``(h, c)`` for LSTMs); zeros of ``carry_dtype`` by default.
     unroll: ``lax.scan`` unroll factor (steps per loop iteration).
-    remat: rematerialise each step in the backward pass instead of storing its activations
-      (plain scan only: the fused path already stores just what its backward needs).
+    remat: rematerialise each step in the backward pass instead of storing its activations,
+      the least memory of any path (plain scan only, so ``impl='auto'`` takes the scan when it
+      is set; an explicit ``'fused'`` or ``'pallas'`` ignores it).
     carry_dtype: dtype of the default initial carry.
     impl: ``'scan'`` (autodiff through ``lax.scan``), ``'fused'`` (``lstm`` and ``gru`` with
       ``reset_after``: a whole-sequence recurrence with a hand-written backward, see
@@ -211,7 +212,8 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     lengths = jnp.asarray(lengths, jnp.int32)
   if not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"unroll must be a positive int; got {unroll!r}")
-  impl = fused.choose(cell, impl, initial_carry)
+  # remat asks for memory: the rematerialised scan needs less than the fused path's residuals.
+  impl = fused.choose(cell, "scan" if remat and impl == "auto" else impl, initial_carry)
   return _unroll(cell, params, jnp.asarray(xs), lengths, initial_carry, bool(reverse),
                  unroll, bool(remat), impl, fused.FORWARD if impl == "fused" else None)
 

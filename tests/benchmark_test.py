@@ -47,3 +47,24 @@ def test_benchmark_rows_runs_each_seqjax_implementation(impl, monkeypatch):
   assert sorted(r["cell"] for r in rows) == ["lstm", "min_gru"]
   # 'fused' exists for LSTM and GRU only; min_gru falls back to the scan instead of failing.
   assert set(asked) == {("lstm", impl), ("min_gru", "scan")}
+
+
+def test_remat_rows_report_less_scratch_memory_for_the_scan():
+  # XLA's buffer count of the compiled training call: rematerialised steps keep only carries.
+  def temp_bytes(remat):
+    rows, _ = benchmark.benchmark_rows([(4, 64, 8, 32)], ["lstm"], ["float32"], ["train"], [],
+                                       repeats=1, unroll_steps=1, seqjax_impl="scan",
+                                       remat=remat)
+    return rows[0]["temp_bytes"]
+
+  plain, remat = temp_bytes(False), temp_bytes(True)
+  assert 0 < remat < plain
+
+
+def test_memory_rows_grow_with_the_sequence_and_shrink_with_remat():
+  def temp_bytes(time, remat):
+    return benchmark.memory_rows([(4, time, 8, 32)], ["gru"], ["float32"], "scan",
+                                 remat)[0]["temp_bytes"]
+
+  assert temp_bytes(64, False) > temp_bytes(32, False)
+  assert temp_bytes(64, True) < temp_bytes(64, False)

@@ -190,6 +190,12 @@ def test_unroll_really_dispatches_on_impl(impl, uses_custom_vjp):
   assert ("custom_vjp_call" in jaxpr) == uses_custom_vjp
 
 
+def test_remat_makes_auto_take_the_rematerialised_scan():
+  cell, params, xs = _setup("lstm")
+  jaxpr = str(jax.make_jaxpr(lambda p, x: recurrent.unroll(cell, p, x, remat=True))(params, xs))
+  assert "custom_vjp_call" not in jaxpr and "remat" in jaxpr
+
+
 def test_bad_impl_names_the_problem():
   cell, params, xs = _setup("lstm")
   with pytest.raises(ValueError, match="impl must be one of"):
