@@ -49,6 +49,12 @@ _IMPL = flags.DEFINE_enum("impl", "auto", list(fused.IMPLS),
                           "(LSTM/GRU Pallas kernels; meant for GPUs, interpreted on CPU) or auto")
 _MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "compile seqjax's training call and report "
                                  "the scratch memory XLA assigns it, without timing anything")
+_LONGEST = flags.DEFINE_string("longest", None, "batch x input x hidden: find the longest "
+                                "sequence whose training call fits the device's memory (compiled "
+                                "from shapes, nothing run), then run one step at that length")
+_MEMORY_LIMIT = flags.DEFINE_float("memory_limit_gb", None, "memory budget for --longest in GiB; "
+                                   "default: the device's bytes_limit (GPUs report it, CPUs do "
+                                   "not)")
 _JSON = flags.DEFINE_string("json", None, "write the rows as JSON to this path")
 
 
@@ -75,21 +81,23 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
   return statistics.median(times)
 
 
+def _seqjax_jit(cell, mode, unroll_steps, impl, remat):
+  """seqjax's jitted call: gradients of ``sum(outputs)`` (``train``) or the outputs (``infer``)."""
+  def forward(params, xs):
+    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl, remat=remat)[0]
+
+  if mode == "train":
+    return jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
+                            argnums=(0, 1)))
+  return jax.jit(forward)
+
+
 def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto", remat=False):
   b, t, d, h = shape
   cell = cells.get_cell(cell_name)
   params = cell.init(jax.random.PRNGKey(0), d, h, dtype)
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d), jnp.float32).astype(dtype)
-
-  def forward(params, xs):
-    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl, remat=remat)[0]
-
-  if mode == "train":
-    fn = jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
-                          argnums=(0, 1)))
-  else:
-    fn = jax.jit(forward)
-  compiled = fn.lower(params, xs).compile()
+  compiled = _seqjax_jit(cell, mode, unroll_steps, impl, remat).lower(params, xs).compile()
   run = lambda: jax.block_until_ready(compiled(params, xs))
   # XLA's own count of the scratch memory the compiled call needs (activations and
   # residuals kept for the backward included); None where the backend does not report it.
@@ -198,6 +206,43 @@ def memory_rows(shapes, cell_names, dtypes, seqjax_impl="auto", remat=False):
   return rows
 
 
+def training_bytes(cell_name, shape, dtype, impl="auto", remat=False) -> int | None:
+  """Device bytes XLA assigns seqjax's compiled training call: arguments, outputs and scratch.
+
+  Compiles from shapes alone (nothing is allocated); None where the backend reports nothing.
+  """
+  b, t, d, h = shape
+  cell = cells.get_cell(cell_name)
+  params = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), d, h, dtype))
+  xs = jax.ShapeDtypeStruct((b, t, d), dtype)
+  stats = _seqjax_jit(cell, "train", 1, impl, remat).lower(params, xs).compile().memory_analysis()
+  if stats is None:
+    return None
+  return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes)
+
+
+def longest_sequence(need: Callable[[int], int], limit_bytes: int, max_time: int = 1 << 22,
+                     resolution: float = 0.01) -> int:
+  """The largest sequence length ``t <= max_time`` with ``need(t) <= limit_bytes`` (0: none).
+
+  ``need`` must grow with ``t``. Doubles from 1, then bisects until the bracket is within
+  ``resolution`` of its lower end (or 1 step).
+  """
+  if need(1) > limit_bytes:
+    return 0
+  low, high = 1, 2
+  while high <= max_time and need(high) <= limit_bytes:
+    low, high = high, 2 * high
+  if high > max_time:
+    if need(max_time) <= limit_bytes:
+      return max_time
+    high = max_time
+  while high - low > max(1, int(low * resolution)):
+    mid = (low + high) // 2
+    low, high = (mid, high) if need(mid) <= limit_bytes else (low, mid)
+  return low
+
+
 def _resolve(impl, cell_name):
   """'fused' and 'pallas' only exist for LSTM and GRU; other cells fall back to the scan."""
   return impl if fused.supports(cells.get_cell(cell_name)) else "scan"
@@ -227,6 +272,49 @@ def _fmt(tokens_per_sec):
   return f"{tokens_per_sec / 1e3:.1f}k"
 
 
+def _longest_rows(text):
+  """``--longest``: per cell and dtype, the longest sequence that fits, checked by one step."""
+  try:
+    b, d, h = (int(p) for p in text.lower().split("x"))
+    assert min(b, d, h) > 0
+  except (ValueError, AssertionError):
+    raise app.UsageError(f"bad --longest {text!r}: expected batch x input x hidden, three "
+                         "positive integers, e.g. 64x1024x1024") from None
+  if _MEMORY_LIMIT.value is not None:
+    limit = int(_MEMORY_LIMIT.value * 2**30)
+  else:
+    stats = jax.devices()[0].memory_stats() or {}
+    if "bytes_limit" not in stats:
+      raise app.UsageError(f"the {jax.default_backend()} device reports no memory limit; "
+                           "pass --memory_limit_gb")
+    limit = int(stats["bytes_limit"])
+  rows = []
+  for cell_name in _CELLS.value:
+    for dtype_name in _DTYPES.value:
+      dtype = jnp.dtype(dtype_name)
+      impl = _resolve(_IMPL.value, cell_name)
+
+      def need(t, cell_name=cell_name, dtype=dtype, impl=impl):
+        return training_bytes(cell_name, (b, t, d, h), dtype, impl, _REMAT.value)
+
+      longest = longest_sequence(need, limit)
+      ran = None
+      if longest:
+        try:  # the proof: one real training step at that length
+          _seqjax_fn(cell_name, (b, longest, d, h), dtype, "train", 1, impl, _REMAT.value)()
+          ran = True
+        except Exception as err:  # pylint: disable=broad-except
+          ran = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+      rows.append({"shape": f"{b}x{longest}x{d}x{h}", "cell": cell_name, "dtype": dtype_name,
+                   "mode": "train", "impl": "seqjax", "longest_time": longest,
+                   "limit_bytes": limit, "need_bytes": need(longest) if longest else None,
+                   "one_step_ran": ran})
+      print(f"{cell_name:>8} {dtype_name:>8} batch {b} hidden {h}: longest {longest:,} steps "
+            f"within {limit / 2**30:.3g} GiB (impl {impl}, remat {_REMAT.value}); one step "
+            f"at that length: {'ran' if ran is True else ran}", flush=True)
+  return rows
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -243,7 +331,9 @@ def main(argv):
   shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
   print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}; "
         f"seqjax impl {_IMPL.value}, remat {_REMAT.value}")
-  if _MEMORY_ONLY.value:
+  if _LONGEST.value:
+    rows, notes = _longest_rows(_LONGEST.value), []
+  elif _MEMORY_ONLY.value:
     rows, notes = memory_rows(shapes, _CELLS.value, _DTYPES.value, _IMPL.value, _REMAT.value), []
   else:
     rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value,

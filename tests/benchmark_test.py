@@ -1,6 +1,7 @@
 """The benchmark command's plumbing (no timing is asserted: benchmarks are not tests)."""
 
 from absl import app
+import jax.numpy as jnp
 import pytest
 
 from experiments import benchmark
@@ -68,3 +69,18 @@ def test_memory_rows_grow_with_the_sequence_and_shrink_with_remat():
 
   assert temp_bytes(64, False) > temp_bytes(32, False)
   assert temp_bytes(64, True) < temp_bytes(64, False)
+
+
+def test_longest_sequence_brackets_the_limit():
+  need = lambda t: 1000 + 37 * t  # grows with t: the search may rely on nothing else
+  for limit in [500, 1037, 5000, 123456]:
+    t = benchmark.longest_sequence(need, limit, resolution=0.0)
+    assert t == max(0, (limit - 1000) // 37)
+  assert benchmark.longest_sequence(need, 10**9, max_time=1000) == 1000
+
+
+def test_longest_sequence_of_a_real_compiled_layer_fits_and_twice_does_not():
+  need = lambda t: benchmark.training_bytes("gru", (2, t, 4, 8), jnp.float32, "scan", True)
+  limit = 4 * need(100)
+  t = benchmark.longest_sequence(need, limit)
+  assert need(t) <= limit < need(int(t * 1.02) + 2)
