@@ -49,6 +49,10 @@ _IMPL = flags.DEFINE_enum("impl", "auto", list(fused.IMPLS),
                           "(LSTM/GRU Pallas kernels; meant for GPUs, interpreted on CPU) or auto")
 _MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "compile seqjax's training call and report "
                                  "the scratch memory XLA assigns it, without timing anything")
+_DATA_PARALLEL = flags.DEFINE_bool(
+    "data_parallel", False, "split seqjax's batch over every local device (pmap, weight "
+    "gradients summed). On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N "
+    "devices, and so N cores working at once")
 _LONGEST = flags.DEFINE_string("longest", None, "batch x input x hidden: find the longest "
                                 "sequence whose training call fits the device's memory (compiled "
                                 "from shapes, nothing run), then run one step at that length")
@@ -92,11 +96,39 @@ def _seqjax_jit(cell, mode, unroll_steps, impl, remat):
   return jax.jit(forward)
 
 
-def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto", remat=False):
+def _data_parallel_fn(cell, params, xs, mode, unroll_steps, impl, remat):
+  """The layer with its batch split over every local device (``pmap``).
+
+  Training returns the weights' gradients summed over the devices (``psum``) and each shard's
+  input gradient, the same numbers as one device computes.
+  """
+  n = jax.local_device_count()
+  if xs.shape[0] % n:
+    raise ValueError(f"--data_parallel: batch {xs.shape[0]} does not split over {n} devices")
+  shards = xs.reshape((n, xs.shape[0] // n) + xs.shape[1:])
+
+  def forward(params, xs):
+    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl, remat=remat)[0]
+
+  def train(params, xs):
+    dparams, dxs = jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
+                            argnums=(0, 1))(params, xs)
+    return jax.lax.psum(dparams, "batch"), dxs
+
+  fn = jax.pmap(train if mode == "train" else forward, axis_name="batch", in_axes=(None, 0))
+  run = lambda: jax.block_until_ready(fn(params, shards))
+  run.temp_bytes = None
+  return run
+
+
+def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto", remat=False,
+               data_parallel=False):
   b, t, d, h = shape
   cell = cells.get_cell(cell_name)
   params = cell.init(jax.random.PRNGKey(0), d, h, dtype)
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d), jnp.float32).astype(dtype)
+  if data_parallel:
+    return _data_parallel_fn(cell, params, xs, mode, unroll_steps, impl, remat)
   compiled = _seqjax_jit(cell, mode, unroll_steps, impl, remat).lower(params, xs).compile()
   run = lambda: jax.block_until_ready(compiled(params, xs))
   # XLA's own count of the scratch memory the compiled call needs (activations and
@@ -149,7 +181,7 @@ def _torch_fn(cell_name, shape, dtype, mode):
 
 
 def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_steps,
-                   seqjax_impl="auto", remat=False):
+                   seqjax_impl="auto", remat=False, data_parallel=False):
   """Times every combination; returns one dict per (shape, cell, dtype, mode, implementation)."""
   rows, notes = [], []
   available = {}
@@ -161,8 +193,8 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
       notes.append(f"{peer} is not installed: skipped")
     except KeyError:
       raise app.UsageError(f"unknown peer {peer!r}; known peers: torch, flax") from None
-  builders = {"seqjax": lambda *a: _seqjax_fn(*a, unroll_steps,
-                                                    _resolve(seqjax_impl, a[0]), remat),
+  builders = {"seqjax": lambda *a: _seqjax_fn(*a, unroll_steps, _resolve(seqjax_impl, a[0]),
+                                              remat, data_parallel),
               "torch": _torch_fn, "flax": _flax_fn}
   for shape in shapes:
     for cell_name in cell_names:
@@ -330,7 +362,8 @@ def main(argv):
   default = GPU_SHAPES if backend == "gpu" else CPU_SHAPES
   shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
   print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}; "
-        f"seqjax impl {_IMPL.value}, remat {_REMAT.value}")
+        f"seqjax impl {_IMPL.value}, remat {_REMAT.value}, data-parallel over "
+        f"{jax.local_device_count() if _DATA_PARALLEL.value else 1} device(s)")
   if _LONGEST.value:
     rows, notes = _longest_rows(_LONGEST.value), []
   elif _MEMORY_ONLY.value:
@@ -338,7 +371,7 @@ def main(argv):
   else:
     rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value,
                                  _PEERS.value, _REPEATS.value, _UNROLL.value, _IMPL.value,
-                                 _REMAT.value)
+                                 _REMAT.value, _DATA_PARALLEL.value)
     peers = [p for p in _PEERS.value if any(r["impl"] == p for r in rows)]
     print()
     print(format_table(rows, peers))
@@ -348,6 +381,8 @@ def main(argv):
     with open(_JSON.value, "w") as f:
       json.dump({"backend": backend, "device": jax.devices()[0].device_kind,
                  "jax": jax.__version__, "impl": _IMPL.value, "remat": _REMAT.value,
+                 "data_parallel_devices": (jax.local_device_count() if _DATA_PARALLEL.value
+                                           else 1),
                  "rows": rows, "notes": notes},
                 f, indent=1)
 

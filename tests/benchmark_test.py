@@ -1,7 +1,12 @@
 """The benchmark command's plumbing (no timing is asserted: benchmarks are not tests)."""
 
+import os
+import subprocess
+import sys
+
 from absl import app
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from experiments import benchmark
@@ -84,3 +89,29 @@ def test_longest_sequence_of_a_real_compiled_layer_fits_and_twice_does_not():
   limit = 4 * need(100)
   t = benchmark.longest_sequence(need, limit)
   assert need(t) <= limit < need(int(t * 1.02) + 2)
+
+
+def test_data_parallel_rows_compute_the_single_device_gradients():
+  # On CI's one CPU device the pmap has one shard; the arithmetic path is the one N devices run.
+  cell = benchmark.cells.get_cell("lstm")
+  params = cell.init(benchmark.jax.random.PRNGKey(0), 4, 6)
+  xs = benchmark.jax.random.normal(benchmark.jax.random.PRNGKey(1), (2, 5, 4))
+  run = benchmark._data_parallel_fn(cell, params, xs, "train", 1, "auto", False)
+  dparams, dxs = run()
+  want_params, want_xs = benchmark._seqjax_jit(cell, "train", 1, "auto", False)(params, xs)
+  n = benchmark.jax.local_device_count()
+  for got, want in zip(benchmark.jax.tree.leaves(dparams), benchmark.jax.tree.leaves(want_params)):
+    np.testing.assert_allclose(got[0], want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(dxs.reshape(xs.shape), want_xs, rtol=1e-5, atol=1e-6)
+  assert run.temp_bytes is None and n >= 1
+
+
+def test_data_parallel_over_two_host_devices_sums_the_weight_gradients():
+  # Two CPU devices need XLA_FLAGS before JAX starts: run the check above in a fresh process.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  test = f"{__file__}::test_data_parallel_rows_compute_the_single_device_gradients"
+  probe = ("import jax, sys, pytest; assert jax.local_device_count() == 2; "
+           f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {test!r}]))")
+  result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
