@@ -14,6 +14,7 @@ A shape is ``batch x time x input x hidden``. A peer that is not installed is sk
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import time
@@ -85,15 +86,18 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
   return statistics.median(times)
 
 
-def _seqjax_jit(cell, mode, unroll_steps, impl, remat):
-  """seqjax's jitted call: gradients of ``sum(outputs)`` (``train``) or the outputs (``infer``)."""
+def _seqjax_call(cell, mode, unroll_steps, impl, remat):
+  """seqjax's timed call: gradients of ``sum(outputs)`` (``train``) or the outputs (``infer``)."""
   def forward(params, xs):
     return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl, remat=remat)[0]
 
   if mode == "train":
-    return jax.jit(jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
-                            argnums=(0, 1)))
-  return jax.jit(forward)
+    return jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)), argnums=(0, 1))
+  return forward
+
+
+def _seqjax_jit(cell, mode, unroll_steps, impl, remat):
+  return jax.jit(_seqjax_call(cell, mode, unroll_steps, impl, remat))
 
 
 def _data_parallel_fn(cell, params, xs, mode, unroll_steps, impl, remat):
@@ -106,16 +110,13 @@ def _data_parallel_fn(cell, params, xs, mode, unroll_steps, impl, remat):
   if xs.shape[0] % n:
     raise ValueError(f"--data_parallel: batch {xs.shape[0]} does not split over {n} devices")
   shards = xs.reshape((n, xs.shape[0] // n) + xs.shape[1:])
-
-  def forward(params, xs):
-    return recurrent.unroll(cell, params, xs, unroll=unroll_steps, impl=impl, remat=remat)[0]
+  call = _seqjax_call(cell, mode, unroll_steps, impl, remat)
 
   def train(params, xs):
-    dparams, dxs = jax.grad(lambda p, x: jnp.sum(forward(p, x).astype(jnp.float32)),
-                            argnums=(0, 1))(params, xs)
+    dparams, dxs = call(params, xs)
     return jax.lax.psum(dparams, "batch"), dxs
 
-  fn = jax.pmap(train if mode == "train" else forward, axis_name="batch", in_axes=(None, 0))
+  fn = jax.pmap(train if mode == "train" else call, axis_name="batch", in_axes=(None, 0))
   run = lambda: jax.block_until_ready(fn(params, shards))
   run.temp_bytes = None
   return run
@@ -227,27 +228,33 @@ def memory_rows(shapes, cell_names, dtypes, seqjax_impl="auto", remat=False):
   for shape in shapes:
     for cell_name in cell_names:
       for dtype_name in dtypes:
-        fn = _seqjax_fn(cell_name, shape, jnp.dtype(dtype_name), "train", 1,
-                        _resolve(seqjax_impl, cell_name), remat)
+        stats = _training_memory(cell_name, shape, jnp.dtype(dtype_name),
+                                 _resolve(seqjax_impl, cell_name), remat)
+        temp = None if stats is None else int(stats.temp_size_in_bytes)
         rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name, "dtype": dtype_name,
-                     "mode": "train", "impl": "seqjax", "temp_bytes": fn.temp_bytes})
-        per_token = (f"{fn.temp_bytes / (shape[0] * shape[1]) / 1024:,.1f} KiB/token"
-                     if fn.temp_bytes is not None else "not reported by this backend")
+                     "mode": "train", "impl": "seqjax", "temp_bytes": temp})
+        per_token = (f"{temp / (shape[0] * shape[1]) / 1024:,.1f} KiB/token"
+                     if temp is not None else "not reported by this backend")
         print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} train "
-              f"{(fn.temp_bytes or 0) / 2**20:>10,.1f} MiB  {per_token}", flush=True)
+              f"{(temp or 0) / 2**20:>10,.1f} MiB  {per_token}", flush=True)
   return rows
+
+
+def _training_memory(cell_name, shape, dtype, impl, remat):
+  """XLA's memory analysis of seqjax's training call, compiled from shapes (nothing allocated)."""
+  b, t, d, h = shape
+  cell = cells.get_cell(cell_name)
+  params = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), d, h, dtype))
+  xs = jax.ShapeDtypeStruct((b, t, d), dtype)
+  return _seqjax_jit(cell, "train", 1, impl, remat).lower(params, xs).compile().memory_analysis()
 
 
 def training_bytes(cell_name, shape, dtype, impl="auto", remat=False) -> int | None:
   """Device bytes XLA assigns seqjax's compiled training call: arguments, outputs and scratch.
 
-  Compiles from shapes alone (nothing is allocated); None where the backend reports nothing.
+  None where the backend reports nothing.
   """
-  b, t, d, h = shape
-  cell = cells.get_cell(cell_name)
-  params = jax.eval_shape(lambda: cell.init(jax.random.PRNGKey(0), d, h, dtype))
-  xs = jax.ShapeDtypeStruct((b, t, d), dtype)
-  stats = _seqjax_jit(cell, "train", 1, impl, remat).lower(params, xs).compile().memory_analysis()
+  stats = _training_memory(cell_name, shape, dtype, impl, remat)
   if stats is None:
     return None
   return int(stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes)
@@ -326,6 +333,7 @@ def _longest_rows(text):
       dtype = jnp.dtype(dtype_name)
       impl = _resolve(_IMPL.value, cell_name)
 
+      @functools.cache  # the search and the row below ask for some lengths twice
       def need(t, cell_name=cell_name, dtype=dtype, impl=impl):
         return training_bytes(cell_name, (b, t, d, h), dtype, impl, _REMAT.value)
 

@@ -6,8 +6,8 @@ Autodiff through ``lax.scan`` over a cell step stores every intermediate of ever
 the step's whole derivative inside the backward loop, and adds a small ``h_prev^T @ dgates``
 into ``dw_hh`` at every step. On a CPU, where the elementwise work and per-op overhead of a
 time step cost as much as its matmul, that is most of the training time; on a GPU the
-per-step ``dw_hh`` update and the replayed step double the backward's launches. A layer here is one
-``jax.custom_vjp`` function of the inputs, the initial carry and all four weights:
+per-step ``dw_hh`` update and the replayed step double the backward's launches. A layer here is
+one ``jax.custom_vjp`` function of the inputs, the initial carry and all four weights:
 
 * the input projection ``xs @ w_ih`` runs once for the whole sequence, and both biases are
   added inside the loop, where the add is fused into the gate arithmetic for free;
@@ -42,6 +42,7 @@ effect on this path.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,9 +55,16 @@ IMPLS = ("auto", "scan", "fused", "pallas")
 # Which loop runs a layer that is not being differentiated (inference): None picks per backend,
 # the fused forward on CPU (measured 1.05 to 2.2 times as fast there as the plain scan) and a
 # lean time-major ``lax.scan`` that stores nothing for a backward elsewhere (on the H100 the
-# fused forward ran only 0.2 to 0.9 times as fast as the plain scan in float32). "fused" or "lean" forces
-# one (tests). Differentiated calls always take the fused forward, which keeps the residuals.
+# fused forward ran only 0.2 to 0.9 times as fast as the plain scan in float32). "fused" or
+# "lean" forces one (tests). Differentiated calls always take the fused forward, which keeps
+# the residuals.
 FORWARD: str | None = None
+
+
+class _Setting(NamedTuple):
+  """Static settings of the custom VJP (hashable: its ``nondiff_argnums``)."""
+  unroll_steps: int  # unroll factor of both time loops
+  lean: bool         # a call that is not differentiated runs the lean scan (see FORWARD)
 
 
 def supports(cell: cells_lib.Cell) -> bool:
@@ -69,11 +77,11 @@ def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
 
   'auto' takes the fused path for the cells it supports with a float32 carry on CPU and GPU,
   where training through it was measured faster than through the scan (CPU: 1.2 to 1.8 times;
-  H100, float32: 1.2 to 1.9 times at the benchmark's reference shapes), and for inference its forward
-  is the faster loop of each backend (see :data:`FORWARD`). Otherwise it keeps the plain scan:
-  a bf16 carry is rounded to bf16 at every step as the cells do; float64 is for numerical
-  checks, which may need forward-mode or higher-order derivatives (the fused path is a
-  ``custom_vjp``: reverse mode only); TPUs are unmeasured. 'pallas' (``pallas_rnn.py``, same
+  H100, float32: 1.2 to 1.9 times at the benchmark's reference shapes), and for inference its
+  forward is the faster loop of each backend (see :data:`FORWARD`). Otherwise it keeps the
+  plain scan: a bf16 carry is rounded to bf16 at every step as the cells do; float64 is for
+  numerical checks, which may need forward-mode or higher-order derivatives (the fused path is
+  a ``custom_vjp``: reverse mode only); TPUs are unmeasured. 'pallas' (``pallas_rnn.py``, same
   cells) is only ever taken when asked for: its GPU kernels need all of ``w_hh`` in one SM's
   shared memory (hidden sizes below 128) and on CPU it runs interpreted.
   """
@@ -127,7 +135,7 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
-  setting = (int(unroll_steps), _lean_forward(forward))  # static: a nondiff_argnums
+  setting = _Setting(int(unroll_steps), _lean_forward(forward))
   if cell.name == "lstm":
     h0, c0 = carry
     hs, c_last = _lstm(setting, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
@@ -213,8 +221,8 @@ def _lstm_constants(weights, hid, dtype):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(setting, weights, xs, keep, h0, c0):
-  if setting[1]:
-    return _lstm_lean(setting[0], weights, xs, keep, h0, c0)
+  if setting.lean:
+    return _lstm_lean(setting.unroll_steps, weights, xs, keep, h0, c0)
   return _lstm_forward(setting, weights, xs, keep, h0, c0)[0]
 
 
@@ -233,7 +241,7 @@ def _lstm_lean(unroll_steps, weights, xs, keep, h0, c0):
 
 
 def _lstm_forward(setting, weights, xs, keep, h0, c0):
-  unroll_steps = setting[0]
+  unroll_steps = setting.unroll_steps
   w_ih, w_hh = weights[0], weights[2]
   dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
   constants = _lstm_constants(weights, hid, dtype)
@@ -252,7 +260,7 @@ def _lstm_forward(setting, weights, xs, keep, h0, c0):
 
 
 def _lstm_backward(setting, residuals, cotangents):
-  unroll_steps = setting[0]
+  unroll_steps = setting.unroll_steps
   weights, xs, keep, zs, hs, cs, h0, c0 = residuals
   dhs, dc_last = cotangents
   w_hh = weights[2]
@@ -312,8 +320,8 @@ def _gru_step(gx_t, keep_t, h, w_hh, b_ih, b_hh, dtype):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _gru(setting, weights, xs, keep, h0):
-  if setting[1]:
-    return _gru_lean(setting[0], weights, xs, keep, h0)
+  if setting.lean:
+    return _gru_lean(setting.unroll_steps, weights, xs, keep, h0)
   return _gru_forward(setting, weights, xs, keep, h0)[0]
 
 
@@ -333,7 +341,7 @@ def _gru_lean(unroll_steps, weights, xs, keep, h0):
 
 
 def _gru_forward(setting, weights, xs, keep, h0):
-  unroll_steps = setting[0]
+  unroll_steps = setting.unroll_steps
   w_ih, b_ih, w_hh, b_hh = weights
   dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
   gx = _project(xs, w_ih, dtype)  # [b, t, 3h]
@@ -353,7 +361,7 @@ def _gru_forward(setting, weights, xs, keep, h0):
 
 
 def _gru_backward(setting, residuals, dhs):
-  unroll_steps = setting[0]
+  unroll_steps = setting.unroll_steps
   weights, xs, keep, rzs, ns, gh_ns, hs, h0 = residuals
   w_hh = weights[2]
   dtype, time, hid = rzs.dtype, rzs.shape[1], h0.shape[-1]

@@ -11,7 +11,8 @@ algebra. Only the recurrence runs inside a kernel; everything that is one large 
   goes into the kernel instead, because its candidate gate needs it inside ``r * (h W_hn + b_hn)``);
 * forward kernel: the time loop (``fori_loop``, unrolled by hand: ``_time_loop``) for one
   block of ``block_rows`` examples per program, with ``w_hh`` loaded once per program and kept
-  for every step, carries in float32; it stores the carry after every step and the gate activations (and the GRU's ``h W_hn + b_hn``);
+  for every step, carries in float32; it stores the carry after every step and the gate
+  activations (and the GRU's ``h W_hn + b_hn``);
 * outside, between: the per-step backward coefficients, a few large elementwise ops;
 * backward kernel: the reverse time loop, per step ``dgates = dh * coef`` and
   ``dh_prev = dgates @ w_hh^T`` with ``w_hh^T`` resident, writing ``dgates`` for every step and
