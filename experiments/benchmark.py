@@ -41,7 +41,11 @@ _CELLS = flags.DEFINE_list("cells", ["lstm", "gru"], "lstm, gru, min_gru, min_ls
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "float32 and/or bfloat16")
 _MODES = flags.DEFINE_list("modes", ["train", "infer"], "train (forward+backward), infer")
 _PEERS = flags.DEFINE_list("peers", ["torch", "flax"], "peers to time beside seqjax")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed repetitions; the median is reported")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds, each calling every implementation "
+                                "once (interleaved); the median is reported")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", None, "CPU threads PyTorch may use "
+                                      "(torch.set_num_threads); default: PyTorch's own choice, "
+                                      "one per core")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
 _REMAT = flags.DEFINE_bool("remat", False, "seqjax stores less for the backward and recomputes "
                            "it (see recurrent.unroll's remat)")
@@ -76,14 +80,22 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
   return shape
 
 
-def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
-  fn()  # compile / warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+  """Median seconds of each warmed-up call, timed in rounds that call every one once.
+
+  Each round times every implementation back to back (the first one to run rotates from round to
+  round), so a machine that speeds up or slows down during the run moves all of them alike and
+  their ratios stay fair; timing one implementation's repeats and then the next one's does not.
+  """
+  names = list(fns)
+  times = {name: [] for name in names}
+  for round_ in range(repeats):
+    shift = round_ % len(names)
+    for name in names[shift:] + names[:shift]:
+      start = time.perf_counter()
+      fns[name]()
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _seqjax_call(cell, mode, unroll_steps, impl, remat):
@@ -202,21 +214,22 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
       for dtype_name in dtypes:
         dtype = jnp.dtype(dtype_name)
         for mode in modes:
+          fns = {}
           for impl in ["seqjax"] + [p for p in peers if p in available]:
             try:  # building and the first (compiling) call: either can refuse a shape
               fn = builders[impl](cell_name, shape, dtype, mode)
-              seconds = None if fn is None else _median_seconds(fn, repeats)
+              if fn is not None:
+                fn()
+                fns[impl] = fn
             except Exception as err:  # pylint: disable=broad-except
               first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
               notes.append(f"{impl} {cell_name} {dtype_name} {shape}: cannot run "
                            f"({type(err).__name__}: {first_line[:200]})")
-              continue
-            if seconds is None:
-              continue
+          for impl, seconds in interleaved_seconds(fns, repeats).items():
             rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
                          "dtype": dtype_name, "mode": mode, "impl": impl,
                          "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds,
-                         "temp_bytes": getattr(fn, "temp_bytes", None)})
+                         "temp_bytes": getattr(fns[impl], "temp_bytes", None)})
             print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} {mode:>5} "
                   f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s", flush=True)
   return rows, notes
@@ -355,6 +368,19 @@ def _longest_rows(text):
   return rows
 
 
+def _torch_threads(requested: int | None) -> int | None:
+  """Applies ``--torch_threads``; returns PyTorch's CPU thread count (None: not installed)."""
+  if requested is not None and requested < 1:
+    raise app.UsageError(f"--torch_threads must be a positive integer; got {requested}")
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  if requested is not None:
+    torch.set_num_threads(requested)
+  return torch.get_num_threads()
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -366,12 +392,14 @@ def main(argv):
   for mode in _MODES.value:
     if mode not in ("train", "infer"):
       raise app.UsageError(f"unknown mode {mode!r}; use train or infer")
+  torch_threads = _torch_threads(_TORCH_THREADS.value) if "torch" in _PEERS.value else None
   backend = jax.default_backend()
   default = GPU_SHAPES if backend == "gpu" else CPU_SHAPES
   shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
   print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}; "
         f"seqjax impl {_IMPL.value}, remat {_REMAT.value}, data-parallel over "
-        f"{jax.local_device_count() if _DATA_PARALLEL.value else 1} device(s)")
+        f"{jax.local_device_count() if _DATA_PARALLEL.value else 1} device(s); PyTorch CPU "
+        f"threads {torch_threads}")
   if _LONGEST.value:
     rows, notes = _longest_rows(_LONGEST.value), []
   elif _MEMORY_ONLY.value:
@@ -391,6 +419,7 @@ def main(argv):
                  "jax": jax.__version__, "impl": _IMPL.value, "remat": _REMAT.value,
                  "data_parallel_devices": (jax.local_device_count() if _DATA_PARALLEL.value
                                            else 1),
+                 "torch_threads": torch_threads, "repeats": _REPEATS.value,
                  "rows": rows, "notes": notes},
                 f, indent=1)
 

@@ -30,6 +30,29 @@ def test_format_table_reports_ratio_of_seqjax_to_each_peer():
   assert "| 1x2x3x4 | lstm | float32 | train | 3.0k | 1.5k | 2.00x |" in table
 
 
+def test_interleaved_seconds_calls_every_implementation_once_per_round():
+  calls = []
+  fns = {name: (lambda name=name: calls.append(name)) for name in ["seqjax", "torch", "flax"]}
+  seconds = benchmark.interleaved_seconds(fns, repeats=4)
+  assert set(seconds) == set(fns) and all(s >= 0 for s in seconds.values())
+  rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
+  # Every round runs all three; who goes first rotates, so no one always runs on a warm cache.
+  assert rounds == [["seqjax", "torch", "flax"], ["torch", "flax", "seqjax"],
+                    ["flax", "seqjax", "torch"], ["seqjax", "torch", "flax"]]
+
+
+def test_torch_threads_is_applied_and_a_bad_count_is_named():
+  torch = pytest.importorskip("torch")
+  before = torch.get_num_threads()
+  try:
+    assert benchmark._torch_threads(1) == 1 == torch.get_num_threads()
+  finally:
+    torch.set_num_threads(before)
+  assert benchmark._torch_threads(None) == before
+  with pytest.raises(app.UsageError, match="--torch_threads must be a positive integer"):
+    benchmark._torch_threads(0)
+
+
 def test_benchmark_rows_times_every_requested_combination():
   rows, notes = benchmark.benchmark_rows([(2, 3, 4, 5)], ["gru", "min_lstm"], ["float32"],
                                          ["train", "infer"], [], repeats=1, unroll_steps=1)
