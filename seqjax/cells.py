@@ -85,6 +85,30 @@ def project_inputs(params: Params, xs: jax.Array) -> jax.Array:
   return gx + params["b_ih"].astype(dtype)
 
 
+def project_gate_blocks(params: Params, xs: jax.Array, gates: int,
+                        time_major: bool = False) -> tuple[jax.Array, ...]:
+  """:func:`project_inputs` as ``gates`` arrays ``[..., h]``, one matmul per gate block.
+
+  ``jnp.concatenate(blocks, -1)`` is ``project_inputs(params, xs)``, the same numbers. A time loop
+  over the blocks runs faster on XLA:CPU than one over the whole ``[..., g]`` array: a step
+  that slices its ``gx_t`` at several column offsets inside one fusion is not vectorised there.
+  With ``time_major``, ``xs: [b, t, d]`` gives blocks ``[t, b, h]`` (the narrower of the input
+  and the output is transposed).
+  """
+  w, b = params["w_ih"], params["b_ih"]
+  dtype = compute_dtype(w.dtype)
+  hid = w.shape[-1] // gates
+  if time_major and xs.shape[-1] <= w.shape[-1]:
+    xs, time_major = jnp.swapaxes(xs, 0, 1), False
+  blocks = []
+  for k in range(gates):
+    cols = slice(k * hid, (k + 1) * hid)
+    gx = jnp.dot(xs.astype(w.dtype), w[:, cols], preferred_element_type=dtype)
+    gx = gx + b[cols].astype(dtype)
+    blocks.append(jnp.swapaxes(gx, 0, 1) if time_major else gx)
+  return tuple(blocks)
+
+
 # ----------------------------------------------------------------------------- Elman RNN / IRNN
 def init_rnn(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
   """Elman RNN: ``h_t = act(x_t W_ih + b_ih + h_{t-1} W_hh + b_hh)``."""

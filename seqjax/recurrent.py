@@ -141,19 +141,20 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
       hs, carry = pallas_rnn.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
     ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
     return (_reverse(ys, lengths) if reverse else ys), carry
-  gx = jnp.swapaxes(cell.project(params, xs), 0, 1)  # [t, b, g]: time-major for the scan.
+  # Time-major [t, b, h] blocks, one per gate (see cells.project_gate_blocks), for the scan.
+  gx = cells_lib.project_gate_blocks(params, xs, cell.gates, time_major=True)
   step = jax.checkpoint(cell.step) if remat else cell.step
 
   if lengths is None:
     def body(carry, gx_t):
-      return step(params, carry, gx_t)
+      return step(params, carry, jnp.concatenate(gx_t, axis=-1))
     carry, ys = jax.lax.scan(body, carry, gx, unroll=unroll_steps)
   else:
     mask = jnp.arange(xs.shape[1])[:, None] < lengths[None, :]  # [t, b]
 
     def body(carry, inputs):
       gx_t, m_t = inputs
-      new_carry, y_t = step(params, carry, gx_t)
+      new_carry, y_t = step(params, carry, jnp.concatenate(gx_t, axis=-1))
       m_t = m_t[:, None]
       # Padded steps keep the old carry and emit zeros: padding never leaks.
       new_carry = jax.tree.map(lambda n, o: jnp.where(m_t, n, o), new_carry, carry)

@@ -231,3 +231,18 @@ def test_get_cell_rejects_unknown_names_and_options():
     cells.get_cell(3)
   assert cells.get_cell("GRU") == cells.Cell("gru")
   assert cells.get_cell(cells.Cell("lstm"), forget_bias=1.0).forget_bias == 1.0
+
+
+@pytest.mark.parametrize("input_size", [3, 40])  # narrower and wider than the 4 * 8 gates
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_project_gate_blocks_are_the_projection_split_by_gate(input_size, dtype):
+  params = cells.init_lstm(jax.random.PRNGKey(0), input_size, 8, dtype)
+  xs = jax.random.normal(jax.random.PRNGKey(1), (2, 5, input_size)).astype(dtype)
+  whole = cells.project_inputs(params, xs)                        # [b, t, 4h]
+  blocks = cells.project_gate_blocks(params, xs, 4)
+  assert [blk.shape for blk in blocks] == [(2, 5, 8)] * 4
+  np.testing.assert_allclose(jnp.concatenate(blocks, -1), whole, rtol=1e-6, atol=1e-6)
+  time_major = cells.project_gate_blocks(params, xs, 4, time_major=True)
+  np.testing.assert_allclose(jnp.concatenate(time_major, -1), jnp.swapaxes(whole, 0, 1),
+                             rtol=1e-6, atol=1e-6)
+  assert all(blk.dtype == jnp.float32 for blk in blocks + time_major)
