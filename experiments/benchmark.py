@@ -14,8 +14,13 @@ A shape is ``batch x time x input x hidden``. A peer that is not installed is sk
 
 from __future__ import annotations
 
+import collections
 import functools
+import glob
+import gzip
 import json
+import os
+import re
 import statistics
 import time
 from typing import Callable
@@ -64,6 +69,9 @@ _LONGEST = flags.DEFINE_string("longest", None, "batch x input x hidden: find th
 _MEMORY_LIMIT = flags.DEFINE_float("memory_limit_gb", None, "memory budget for --longest in GiB; "
                                    "default: the device's bytes_limit (GPUs report it, CPUs do "
                                    "not)")
+_PROFILE = flags.DEFINE_string("profile", None, "directory: trace seqjax's calls with "
+                                "jax.profiler (traces kept there) and print the XLA operations "
+                                "that took the most time per call, instead of comparing peers")
 _JSON = flags.DEFINE_string("json", None, "write the rows as JSON to this path")
 
 
@@ -148,6 +156,7 @@ def _seqjax_fn(cell_name, shape, dtype, mode, unroll_steps, impl="auto", remat=F
   # residuals kept for the backward included); None where the backend does not report it.
   stats = compiled.memory_analysis()
   run.temp_bytes = None if stats is None else int(stats.temp_size_in_bytes)
+  run.hlo_text = compiled.as_text()
   return run
 
 
@@ -233,6 +242,106 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
             print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} {mode:>5} "
                   f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s", flush=True)
   return rows, notes
+
+
+_CONTAINERS = re.compile(r"\b(while|call|conditional)\(")
+
+
+def xla_operations(hlo_text: str) -> dict[str, bool]:
+  """``{name: is_matmul}`` for the operations of an optimized HLO module that do work themselves.
+
+  Loops, calls and conditionals are left out: their time is their body's operations' time. An
+  operation is a matmul when it is a ``dot`` or a fusion whose computation holds one.
+  """
+  computations, current, lines = {}, None, []
+  for line in hlo_text.splitlines():
+    header = re.match(r"(?:ENTRY\s+)?%?([\w.\-]+) .*\{\s*$", line)
+    if header:
+      current, computations[header.group(1)] = header.group(1), []
+    elif current is not None:
+      computations[current].append(line)
+    lines.append(line)
+  has_dot = {name: any(" dot(" in l for l in body) for name, body in computations.items()}
+  operations = {}
+  for line in lines:
+    match = re.match(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (.*)", line)
+    if not match:
+      continue
+    instruction = match.group(2).split(", metadata=")[0]
+    if _CONTAINERS.search(instruction):
+      continue
+    called = re.search(r"calls=%?([\w.\-]+)", instruction)
+    operations[match.group(1)] = " dot(" in instruction or bool(called and
+                                                                has_dot.get(called.group(1)))
+  return operations
+
+
+def _trace_files(trace_dir: str) -> set[str]:
+  return set(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True))
+
+
+def operation_times(paths, operations: set[str]) -> dict[str, tuple[int, float]]:
+  """``{operation: (count, microseconds)}`` summed over the profiler trace files ``paths``."""
+  totals = collections.defaultdict(lambda: [0, 0.0])
+  for path in paths:
+    with gzip.open(path) as f:
+      for event in json.load(f).get("traceEvents", []):
+        if event.get("ph") == "X" and event.get("name") in operations:
+          totals[event["name"]][0] += 1
+          totals[event["name"]][1] += event.get("dur", 0.0)
+  return {name: (count, us) for name, (count, us) in totals.items()}
+
+
+def profile_rows(shapes, cell_names, dtypes, modes, out_dir, calls=5, top=12, unroll_steps=1,
+                 seqjax_impl="auto", remat=False):
+  """Per shape, cell, dtype and mode: seqjax's XLA operations that took the most time per call.
+
+  On a CPU the per-operation events need ``--xla_cpu_enable_xprof_traceme=true`` in XLA_FLAGS
+  before JAX starts (``main`` adds it).
+  """
+  rows = []
+  for shape in shapes:
+    for cell_name in cell_names:
+      for dtype_name in dtypes:
+        for mode in modes:
+          fn = _seqjax_fn(cell_name, shape, jnp.dtype(dtype_name), mode, unroll_steps,
+                          _resolve(seqjax_impl, cell_name), remat)
+          fn()
+          name = f"{'x'.join(map(str, shape))}-{cell_name}-{dtype_name}-{mode}"
+          trace_dir = os.path.join(out_dir, name)
+          earlier = _trace_files(trace_dir)  # a rerun into the same directory adds, keeps these
+          start = time.perf_counter()
+          with jax.profiler.trace(trace_dir):
+            for _ in range(calls):
+              fn()
+          seconds = (time.perf_counter() - start) / calls
+          matmul = xla_operations(fn.hlo_text)
+          times = operation_times(_trace_files(trace_dir) - earlier, set(matmul))
+          ops = [{"name": op, "matmul": matmul[op], "runs_per_call": count / calls,
+                  "ms_per_call": us / calls / 1e3}
+                 for op, (count, us) in sorted(times.items(), key=lambda item: -item[1][1])]
+          # Operations that run more than once a call sit in the time loops: once per step.
+          groups = {(m, per_step): sum(op["ms_per_call"] for op in ops
+                                       if op["matmul"] == m and (op["runs_per_call"] > 1) == per_step)
+                    for m in (True, False) for per_step in (True, False)}
+          rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
+                       "dtype": dtype_name, "mode": mode, "impl": "seqjax",
+                       "seconds_per_call_traced": seconds, "operations": ops,
+                       "ms_per_call": {"matmuls_in_loops": groups[True, True],
+                                       "matmuls_once": groups[True, False],
+                                       "other_in_loops": groups[False, True],
+                                       "other_once": groups[False, False]}})
+          print(f"{name}: {sum(groups.values()):.1f} ms per call in XLA operations "
+                f"({seconds * 1e3:.1f} ms of wall time with the profiler on): matmuls "
+                f"{groups[True, True]:.1f} in the time loops + {groups[True, False]:.1f} once, "
+                f"other operations {groups[False, True]:.1f} in the loops + "
+                f"{groups[False, False]:.1f} once. The {top} largest:")
+          for op in ops[:top]:
+            per_run = op["ms_per_call"] / op["runs_per_call"] * 1e3
+            print(f"  {op['ms_per_call']:8.2f} ms  {op['runs_per_call']:6.0f} x "
+                  f"{per_run:8.1f} us  {op['name']}{'  (matmul)' if op['matmul'] else ''}",
+                  flush=True)
+  return rows
 
 
 def memory_rows(shapes, cell_names, dtypes, seqjax_impl="auto", remat=False):
@@ -381,9 +490,18 @@ def _torch_threads(requested: int | None) -> int | None:
   return torch.get_num_threads()
 
 
+def _enable_cpu_operation_events():
+  """XLA:CPU reports per-operation profiler events only with this flag, read when JAX starts."""
+  flag = "--xla_cpu_enable_xprof_traceme=true"
+  if flag not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _PROFILE.value:
+    _enable_cpu_operation_events()
   for name in _CELLS.value:
     cells.get_cell(name)  # fails early, naming the unknown cell
   for name in _DTYPES.value:
@@ -400,7 +518,13 @@ def main(argv):
         f"seqjax impl {_IMPL.value}, remat {_REMAT.value}, data-parallel over "
         f"{jax.local_device_count() if _DATA_PARALLEL.value else 1} device(s); PyTorch CPU "
         f"threads {torch_threads}")
-  if _LONGEST.value:
+  if _PROFILE.value:
+    if _DATA_PARALLEL.value:
+      raise app.UsageError("--profile times seqjax on one device; drop --data_parallel")
+    rows, notes = profile_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value, _PROFILE.value,
+                               _REPEATS.value, unroll_steps=_UNROLL.value,
+                               seqjax_impl=_IMPL.value, remat=_REMAT.value), []
+  elif _LONGEST.value:
     rows, notes = _longest_rows(_LONGEST.value), []
   elif _MEMORY_ONLY.value:
     rows, notes = memory_rows(shapes, _CELLS.value, _DTYPES.value, _IMPL.value, _REMAT.value), []

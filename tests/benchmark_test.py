@@ -1,6 +1,7 @@
 """The benchmark command's plumbing (no timing is asserted: benchmarks are not tests)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -136,3 +137,37 @@ def test_data_parallel_over_two_host_devices_sums_the_weight_gradients():
   result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
                           text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_xla_operations_lists_the_working_operations_and_marks_the_matmuls():
+  run = benchmark._seqjax_fn("lstm", (2, 5, 3, 4), jnp.float32, "train", 1)
+  operations = benchmark.xla_operations(run.hlo_text)
+  assert operations and any(operations.values()) and not all(operations.values())
+  # Loops are containers: their time is counted through their bodies' operations.
+  loops = re.findall(r"%?([\w.\-]+) = [^\n]* while\(", run.hlo_text)
+  assert loops and not set(loops) & set(operations)
+
+
+def test_operation_times_sums_the_complete_events_of_the_named_operations(tmp_path):
+  events = [{"ph": "X", "name": "dot.1", "dur": 5.0}, {"ph": "X", "name": "dot.1", "dur": 7.0},
+            {"ph": "X", "name": "fusion", "dur": 1.5}, {"ph": "X", "name": "while", "dur": 99.0},
+            {"ph": "M", "name": "dot.1"}]
+  path = tmp_path / "run" / "host.trace.json.gz"
+  path.parent.mkdir()
+  import gzip, json  # pylint: disable=import-outside-toplevel,multiple-imports
+  with gzip.open(path, "wt") as f:
+    json.dump({"traceEvents": events}, f)
+  assert benchmark.operation_times([str(path)], {"dot.1", "fusion"}) == {
+      "dot.1": (2, 12.0), "fusion": (1, 1.5)}
+
+
+def test_profile_rows_attribute_a_real_call_to_its_operations(tmp_path):
+  rows = benchmark.profile_rows([(2, 6, 3, 4)], ["gru"], ["float32"], ["train"], str(tmp_path),
+                                calls=2)
+  (row,) = rows
+  names = {op["name"] for op in row["operations"]}
+  assert names and names <= set(benchmark.xla_operations(
+      benchmark._seqjax_fn("gru", (2, 6, 3, 4), jnp.float32, "train", 1).hlo_text))
+  # Each time-loop operation runs once per step of the forward or backward loop.
+  assert any(op["runs_per_call"] in (6, 12) for op in row["operations"])
+  assert row["ms_per_call"]["matmuls_in_loops"] > 0
