@@ -53,7 +53,8 @@ from seqjax import cells as cells_lib
 IMPLS = ("auto", "scan", "fused", "pallas")
 
 # Which loop runs a layer that is not being differentiated (inference): None picks per backend,
-# the fused forward on CPU (measured 1.05 to 2.2 times as fast there as the plain scan) and a
+# the fused forward on CPU (measured 1.07 to 1.7 times as fast there as the plain scan on
+# 2026-11-23, after the scan's own vectorisation fix) and a
 # lean time-major ``lax.scan`` that stores nothing for a backward elsewhere (on the H100 the
 # fused forward ran only 0.2 to 0.9 times as fast as the plain scan in float32). "fused" or
 # "lean" forces one (tests). Differentiated calls always take the fused forward, which keeps
@@ -76,7 +77,7 @@ def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
   """Resolves ``impl`` (one of :data:`IMPLS`) to 'scan', 'fused' or 'pallas' for ``cell``.
 
   'auto' takes the fused path for the cells it supports with a float32 carry on CPU and GPU,
-  where training through it was measured faster than through the scan (CPU: 1.2 to 1.8 times;
+  where training through it was measured faster than through the scan (CPU: 1.2 to 2.3 times;
   H100, float32: 1.2 to 1.9 times at the benchmark's reference shapes), and for inference its
   forward is the faster loop of each backend (see :data:`FORWARD`). Otherwise it keeps the
   plain scan: a bf16 carry is rounded to bf16 at every step as the cells do; float64 is for
