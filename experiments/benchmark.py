@@ -253,14 +253,14 @@ def xla_operations(hlo_text: str) -> dict[str, bool]:
   Loops, calls and conditionals are left out: their time is their body's operations' time. An
   operation is a matmul when it is a ``dot`` or a fusion whose computation holds one.
   """
-  computations, current, lines = {}, None, []
-  for line in hlo_text.splitlines():
+  lines = hlo_text.splitlines()
+  computations, current = {}, None
+  for line in lines:
     header = re.match(r"(?:ENTRY\s+)?%?([\w.\-]+) .*\{\s*$", line)
     if header:
       current, computations[header.group(1)] = header.group(1), []
     elif current is not None:
       computations[current].append(line)
-    lines.append(line)
   has_dot = {name: any(" dot(" in l for l in body) for name, body in computations.items()}
   operations = {}
   for line in lines:
