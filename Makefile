@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
+NATIVE := seqjax/_native/librnn_cpu.so
 
 .PHONY: run test install bench clean
 
@@ -14,21 +15,26 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
+# The native CPU kernels of the fused LSTM (seqjax/native.py), built against the installed
+# jaxlib's FFI headers with the system's C++ compiler.
+$(NATIVE): seqjax/_native/rnn_cpu.cc $(VENV)/.installed
+	$(PY) -m seqjax._native
+
 $(STAMP): $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(NATIVE)
 
 # The main job: GRU vs LSTM counting (Weiss et al. 2018), default config.
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(NATIVE)
 	$(PY) -m experiments.counting --workdir runs/counting-$$(date +%Y%m%d-%H%M%S)
 
-test: $(STAMP)
+test: $(STAMP) $(NATIVE)
 	$(PY) -m pytest -q -n 2 tests
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed $(NATIVE)
 	$(PY) -m experiments.benchmark
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs $(NATIVE)

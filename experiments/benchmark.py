@@ -33,6 +33,7 @@ import numpy as np
 
 from seqjax import cells
 from seqjax import fused
+from seqjax import native
 from seqjax import recurrent
 
 # The shapes of the reference tables in the project's benchmark section.
@@ -51,6 +52,12 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds, each calling every 
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", None, "CPU threads PyTorch may use "
                                       "(torch.set_num_threads); default: PyTorch's own choice, "
                                       "one per core")
+_SETTLE_MS = flags.DEFINE_float(
+    "settle_ms", None, "idle milliseconds plus one untimed call before every timed call, so "
+    "the previous library's spinning worker threads are idle (see interleaved_seconds); "
+    "default 50 on CPU, 0 elsewhere")
+_NATIVE = flags.DEFINE_bool("native", True, "let the fused LSTM run its loops as the native "
+                            "CPU kernels where they are built; --nonative keeps XLA's loops")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
 _REMAT = flags.DEFINE_bool("remat", False, "seqjax stores less for the backward and recomputes "
                            "it (see recurrent.unroll's remat)")
@@ -88,18 +95,28 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
   return shape
 
 
-def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-  """Median seconds of each warmed-up call, timed in rounds that call every one once.
+def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int,
+                        settle_seconds: float = 0.0) -> dict[str, float]:
+  """Median seconds of each warmed-up call, timed in rounds that call every one in turn.
 
-  Each round times every implementation back to back (the first one to run rotates from round to
-  round), so a machine that speeds up or slows down during the run moves all of them alike and
-  their ratios stay fair; timing one implementation's repeats and then the next one's does not.
+  Each round times every implementation (the first one to run rotates from round to round), so
+  a machine that speeds up or slows down during the run moves all of them alike and their
+  ratios stay fair; timing one implementation's repeats and then the next one's does not.
+
+  Within a round, each implementation gets ``settle_seconds`` of idle time, one untimed call and
+  then its timed call, as a training loop calls it back to back. On a CPU the libraries' worker
+  threads spin for a while after a call (PyTorch's OpenMP threads for 5 to 20 ms on the 2-core
+  machine), and the next library's call would otherwise share the cores with them: measured
+  there, seqjax's LSTM ran 1.8 times slower right after a PyTorch call than after its own.
   """
   names = list(fns)
   times = {name: [] for name in names}
   for round_ in range(repeats):
     shift = round_ % len(names)
     for name in names[shift:] + names[:shift]:
+      if settle_seconds > 0:
+        time.sleep(settle_seconds)
+        fns[name]()
       start = time.perf_counter()
       fns[name]()
       times[name].append(time.perf_counter() - start)
@@ -203,7 +220,7 @@ def _torch_fn(cell_name, shape, dtype, mode):
 
 
 def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_steps,
-                   seqjax_impl="auto", remat=False, data_parallel=False):
+                   seqjax_impl="auto", remat=False, data_parallel=False, settle_seconds=0.0):
   """Times every combination; returns one dict per (shape, cell, dtype, mode, implementation)."""
   rows, notes = [], []
   available = {}
@@ -234,7 +251,7 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
               first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
               notes.append(f"{impl} {cell_name} {dtype_name} {shape}: cannot run "
                            f"({type(err).__name__}: {first_line[:200]})")
-          for impl, seconds in interleaved_seconds(fns, repeats).items():
+          for impl, seconds in interleaved_seconds(fns, repeats, settle_seconds).items():
             rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
                          "dtype": dtype_name, "mode": mode, "impl": impl,
                          "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds,
@@ -502,6 +519,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _PROFILE.value:
     _enable_cpu_operation_events()
+  if not _NATIVE.value:
+    fused.NATIVE = False
   for name in _CELLS.value:
     cells.get_cell(name)  # fails early, naming the unknown cell
   for name in _DTYPES.value:
@@ -514,10 +533,15 @@ def main(argv):
   backend = jax.default_backend()
   default = GPU_SHAPES if backend == "gpu" else CPU_SHAPES
   shapes = [parse_shape(s) for s in (_SHAPES.value or list(default)) + _EXTRA.value]
+  settle_ms = _SETTLE_MS.value if _SETTLE_MS.value is not None else (50.0 if backend == "cpu"
+                                                                      else 0.0)
+  if settle_ms < 0:
+    raise app.UsageError(f"--settle_ms must be >= 0; got {settle_ms}")
   print(f"backend {backend}: {jax.devices()[0].device_kind}; jax {jax.__version__}; "
         f"seqjax impl {_IMPL.value}, remat {_REMAT.value}, data-parallel over "
         f"{jax.local_device_count() if _DATA_PARALLEL.value else 1} device(s); PyTorch CPU "
-        f"threads {torch_threads}")
+        f"threads {torch_threads}; settle {settle_ms:g} ms; native CPU kernels "
+        f"{'off' if not _NATIVE.value else 'on' if native.available() else 'not built'}")
   if _PROFILE.value:
     if _DATA_PARALLEL.value:
       raise app.UsageError("--profile times seqjax on one device; drop --data_parallel")
@@ -531,7 +555,7 @@ def main(argv):
   else:
     rows, notes = benchmark_rows(shapes, _CELLS.value, _DTYPES.value, _MODES.value,
                                  _PEERS.value, _REPEATS.value, _UNROLL.value, _IMPL.value,
-                                 _REMAT.value, _DATA_PARALLEL.value)
+                                 _REMAT.value, _DATA_PARALLEL.value, settle_ms / 1e3)
     peers = [p for p in _PEERS.value if any(r["impl"] == p for r in rows)]
     print()
     print(format_table(rows, peers))
@@ -544,6 +568,8 @@ def main(argv):
                  "data_parallel_devices": (jax.local_device_count() if _DATA_PARALLEL.value
                                            else 1),
                  "torch_threads": torch_threads, "repeats": _REPEATS.value,
+                 "settle_ms": settle_ms,
+                 "native_kernels": _NATIVE.value and native.available(),
                  "rows": rows, "notes": notes},
                 f, indent=1)
 

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
+from seqjax import native as native_lib
 
 IMPLS = ("auto", "scan", "fused", "pallas")
 
@@ -61,6 +62,12 @@ IMPLS = ("auto", "scan", "fused", "pallas")
 # the residuals.
 FORWARD: str | None = None
 
+# Whether the LSTM's two loops run as the native CPU kernels of ``native.py``: None takes them on
+# the CPU backend when they are built, for a float32 layer of at least NATIVE_MIN_HIDDEN units;
+# True requires them (an error where they are not built), False keeps the XLA loops.
+NATIVE: bool | None = None
+NATIVE_MIN_HIDDEN = 32
+
 
 class _Setting(NamedTuple):
   """Static settings of the custom VJP (hashable: its ``nondiff_argnums``)."""
@@ -72,6 +79,7 @@ class _Setting(NamedTuple):
   # the call). Only on CPU: elsewhere unmeasured, and XLA must update the buffer in place, not
   # copy it every step (tests/fused_test.py checks the CPU program for such a copy).
   in_place: bool
+  native: int = 0  # threads of the native CPU kernels running the LSTM's loops; 0: XLA loops
 
 
 def supports(cell: cells_lib.Cell) -> bool:
@@ -112,13 +120,40 @@ def _lean_forward(forward: str | None) -> bool:
   return forward == "lean" or (forward is None and jax.default_backend() != "cpu")
 
 
+def native_setting() -> tuple[bool | None, int]:
+  """``(NATIVE, threads per kernel call)``: the module settings a traced layer depends on."""
+  if NATIVE not in (None, True, False):
+    raise ValueError(f"fused.NATIVE must be None, True or False; got {NATIVE!r}")
+  return NATIVE, native_lib.threads()
+
+
+def _native_threads(cell: cells_lib.Cell, params, carry, setting) -> int:
+  """Threads of the native kernels for this layer, 0 for the XLA loops (see :data:`NATIVE`)."""
+  native, threads = setting if setting is not None else native_setting()
+  if native is False or cell.name != "lstm":
+    return 0
+  dtypes = {jnp.dtype(leaf.dtype) for leaf in (params["w_hh"], *jax.tree.leaves(carry))}
+  fits = jax.default_backend() == "cpu" and dtypes == {jnp.dtype(jnp.float32)}
+  if native is True:
+    if not fits:
+      raise ValueError("fused.NATIVE=True needs the CPU backend, a float32 carry and float32 "
+                       f"w_hh; got backend {jax.default_backend()!r} and dtypes "
+                       f"{sorted(map(str, dtypes))}")
+    if not native_lib.available():
+      raise RuntimeError(f"fused.NATIVE=True: {native_lib.unavailable_reason()}")
+    return threads
+  hid = jax.tree.leaves(carry)[0].shape[-1]
+  return threads if fits and hid >= NATIVE_MIN_HIDDEN and native_lib.available() else 0
+
+
 def _time_major(keep):
   """``keep [b, t, 1]`` as ``[t, b, 1]`` for a scan over time (``None`` stays ``None``)."""
   return None if keep is None else jnp.swapaxes(keep, 0, 1)
 
 
 def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Array | None,
-                       carry, unroll_steps: int = 1, forward: str | None = None):
+                       carry, unroll_steps: int = 1, forward: str | None = None,
+                       native: tuple[bool | None, int] | None = None):
   """Runs a fused LSTM or GRU layer, input projection included, over a batch of sequences.
 
   Args:
@@ -130,6 +165,7 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
     unroll_steps: unroll factor of both time loops.
     forward: the loop of a call that is not differentiated (see :data:`FORWARD`); ``None``
       picks per backend.
+    native: ``(NATIVE, threads)`` as :func:`native_setting` returns (the default: read now).
 
   Returns:
     ``(hs, final_carry)``: ``hs: [b, t, h]`` the hidden carry after every step (not masked) and
@@ -142,7 +178,8 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
-  setting = _Setting(int(unroll_steps), _lean_forward(forward), jax.default_backend() == "cpu")
+  setting = _Setting(int(unroll_steps), _lean_forward(forward), jax.default_backend() == "cpu",
+                     _native_threads(cell, params, carry, native))
   if cell.name == "lstm":
     h0, c0 = carry
     hs, c_last = _lstm(setting, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
@@ -228,6 +265,9 @@ def _lstm_constants(weights, hid, dtype):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(setting, weights, xs, keep, h0, c0):
+  if setting.native:
+    return native_lib.lstm_forward(*_lstm_native_inputs(weights, xs, h0), h0, c0, keep,
+                                   train=False, threads=setting.native)
   if setting.lean:
     return _lstm_lean(setting.unroll_steps, weights, xs, keep, h0, c0)
   return _lstm_forward(setting, weights, xs, keep, h0, c0)[0]
@@ -247,7 +287,18 @@ def _lstm_lean(unroll_steps, weights, xs, keep, h0, c0):
   return jnp.swapaxes(hs, 0, 1), c_last
 
 
+def _lstm_native_inputs(weights, xs, h0):
+  """``(gx, w_hh, bias)`` for the native kernels, as the XLA loop computes them."""
+  dtype, hid = h0.dtype, h0.shape[-1]
+  _, _, bias = _lstm_constants(weights, hid, dtype)
+  return _project(xs, weights[0], dtype), weights[2].astype(dtype), bias
+
+
 def _lstm_forward(setting, weights, xs, keep, h0, c0):
+  if setting.native:  # residuals hold the gate activations where the XLA loop keeps z
+    acts, hs, cs = native_lib.lstm_forward(*_lstm_native_inputs(weights, xs, h0), h0, c0, keep,
+                                           train=True, threads=setting.native)
+    return (hs, cs[:, -1]), (weights, xs, keep, acts, hs, cs, h0, c0)
   unroll_steps = setting.unroll_steps
   w_ih, w_hh = weights[0], weights[2]
   dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
@@ -271,6 +322,11 @@ def _lstm_backward(setting, residuals, cotangents):
   weights, xs, keep, zs, hs, cs, h0, c0 = residuals
   dhs, dc_last = cotangents
   w_hh = weights[2]
+  if setting.native:  # the kernel computes the coefficients below step by step
+    dgates, dh0, dc0 = native_lib.lstm_backward(dhs, zs, cs, c0, keep, w_hh.astype(h0.dtype),
+                                                dc_last.astype(h0.dtype), setting.native)
+    dweights, dxs = _input_grads(weights, xs, dgates, dgates, _shifted(hs, h0))
+    return dweights, dxs, None if keep is None else jnp.zeros_like(keep), dh0, dc0
   dtype, time, hid = zs.dtype, zs.shape[1], h0.shape[-1]
   scale = _lstm_scales(hid, dtype)
   i, f, g, o = jnp.split(jnp.tanh(zs) * scale + (1.0 - scale), 4, axis=-1)

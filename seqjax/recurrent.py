@@ -125,9 +125,9 @@ def _parallel_unroll(cell, gx, lengths, h0):
 
 
 @functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat", "impl",
-                                             "forward"))
+                                             "forward", "native"))
 def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl="scan",
-            forward=None):
+            forward=None, native=None):
   if reverse:
     xs = _reverse(xs, lengths)
   if cell.parallel:
@@ -136,7 +136,8 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
   if impl in ("fused", "pallas"):  # Whole layer, hand-written backward (fused.py, pallas_rnn.py).
     mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
     if impl == "fused":
-      hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps, forward)
+      hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps, forward,
+                                           native)
     else:
       hs, carry = pallas_rnn.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
     ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
@@ -215,8 +216,10 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     raise ValueError(f"unroll must be a positive int; got {unroll!r}")
   # remat asks for memory: the rematerialised scan needs less than the fused path's residuals.
   impl = fused.choose(cell, "scan" if remat and impl == "auto" else impl, initial_carry)
+  # The module-level settings are static arguments: changing them retraces, never reuses.
+  fused_settings = (fused.FORWARD, fused.native_setting()) if impl == "fused" else (None, None)
   return _unroll(cell, params, jnp.asarray(xs), lengths, initial_carry, bool(reverse),
-                 unroll, bool(remat), impl, fused.FORWARD if impl == "fused" else None)
+                 unroll, bool(remat), impl, *fused_settings)
 
 
 # ----------------------------------------------------------------------------- layers of cells

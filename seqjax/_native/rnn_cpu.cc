@@ -1,0 +1,539 @@
+// The fused LSTM's two time loops as XLA FFI custom calls for the CPU (see seqjax/native.py).
+//
+// XLA:CPU runs the per-step recurrent matmul of a small batch ([16, 128] @ [128, 512]) on one
+// core and pays dispatch costs for every small operation of a step. Here each loop is one call
+// that splits the hidden units between threads: a thread owns a slice of the units, multiplies
+// the full previous hidden state by its own columns of the recurrent weights (all four gates of
+// its units), does the gate arithmetic of its units and waits at one barrier per step for the
+// others to finish theirs.
+//
+// Shapes (batch-major, float32, as seqjax/fused.py): b batch, t time, h hidden units, g = 4h.
+//   lstm_forward:  gx [b, t, g] (xs @ w_ih), w_hh [h, g], bias [g] ((b_ih + b_hh) * scale),
+//                  h0, c0 [b, h], keep [b, t] (or [1] with masked = 0)
+//                  -> train: acts [b, t, g] (gate activations), hs [b, t, h], cs [b, t, h]
+//                  -> infer: hs [b, t, h], c_last [b, h]
+//   lstm_backward: dhs [b, t, h], acts [b, t, g] (aliased to dgates), cs [b, t, h], c0 [b, h],
+//                  keep, w_hh [h, g], dc_last [b, h]
+//                  -> dgates [b, t, g] (of the pre-activations), dh0 [b, h], dc0 [b, h]
+// Gate order i, f, g, o; scale 0.5 for the sigmoid gates i, f, o and 1 for g.
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__linux__)
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+#endif
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kLanes = 16;  // floats per vector
+typedef float vf __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline vf LoadV(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void StoreV(float* p, vf v) { std::memcpy(p, &v, sizeof(v)); }
+
+// Loads and stores of one "lane group": a vector of kLanes floats, or one float for the tails.
+template <class V> inline V Load(const float* p);
+template <> inline vf Load<vf>(const float* p) { return LoadV(p); }
+template <> inline float Load<float>(const float* p) { return *p; }
+inline void Store(float* p, vf v) { StoreV(p, v); }
+inline void Store(float* p, float v) { *p = v; }
+template <class V> inline V Splat(float x) { return V{} + x; }
+
+template <class V> inline V Select(V cond_source, V a, V b);  // a where cond_source > 0 else b
+template <> inline vf Select<vf>(vf k, vf a, vf b) { return k > 0.0f ? a : b; }
+template <> inline float Select<float>(float k, float a, float b) { return k > 0.0f ? a : b; }
+
+// tanh as a rational function of degree 13/6 (Eigen's float approximation, as XLA:CPU): a few
+// ulp from the exact value on the clamped range, +-1 in float32 beyond it.
+template <class V> inline V Tanh(V x) {
+  const V lo = Splat<V>(-7.90531110763549805f), hi = Splat<V>(7.90531110763549805f);
+  x = x < lo ? lo : x;  // a NaN passes through both
+  x = x > hi ? hi : x;
+  const V x2 = x * x;
+  V p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  p = p * x;
+  V q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p / q;
+}
+
+// C[m, n] (+)= A[m, k] @ P[k, n] for A with row stride lda and C with row stride n, n a multiple
+// of kLanes. P is packed in column panels (see Pack): a tile of MR rows by NV vectors reads its
+// panel front to back and keeps its MR * NV accumulators in registers.
+template <int MR, int NV>
+inline void Tile(const float* a, int64_t lda, const float* p, int64_t k, float* c, int64_t n,
+                 bool accumulate) {
+  vf acc[MR][NV];
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? LoadV(c + r * n + v * kLanes) : vf{};
+  for (int64_t kk = 0; kk < k; ++kk) {
+    vf w[NV];
+    for (int v = 0; v < NV; ++v) w[v] = LoadV(p + (kk * NV + v) * kLanes);
+    for (int r = 0; r < MR; ++r) {
+      const float s = a[r * lda + kk];
+      for (int v = 0; v < NV; ++v) acc[r][v] += s * w[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) StoreV(c + r * n + v * kLanes, acc[r][v]);
+}
+
+template <int NV>
+void TileRows(int rows, const float* a, int64_t lda, const float* p, int64_t k, float* c,
+              int64_t n, bool accumulate) {
+  switch (rows) {
+    case 1: return Tile<1, NV>(a, lda, p, k, c, n, accumulate);
+    case 2: return Tile<2, NV>(a, lda, p, k, c, n, accumulate);
+    case 3: return Tile<3, NV>(a, lda, p, k, c, n, accumulate);
+    case 4: return Tile<4, NV>(a, lda, p, k, c, n, accumulate);
+    case 5: return Tile<5, NV>(a, lda, p, k, c, n, accumulate);
+    case 6: return Tile<6, NV>(a, lda, p, k, c, n, accumulate);
+    case 7: return Tile<7, NV>(a, lda, p, k, c, n, accumulate);
+    default: return Tile<8, NV>(a, lda, p, k, c, n, accumulate);
+  }
+}
+
+constexpr int kMaxRows = 8;      // rows of a tile: 8 x 2 vectors = 16 accumulators
+constexpr int kPanel = 2 * kLanes;  // columns of a panel
+constexpr int64_t kDepth = 128;  // k per pass: a 128 x 32 panel slice (16 KiB) stays in L1
+
+// P[k, n] (row stride n) in column panels: panel j0 (columns j0 .. j0 + w, w = kPanel or the
+// last kLanes) holds P[kk, j0 + v] at k * j0 + kk * w + v, so a tile streams contiguous memory.
+std::vector<float> Pack(const std::vector<float>& p, int64_t k, int64_t n) {
+  std::vector<float> panels(k * n);
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const int64_t w = std::min<int64_t>(kPanel, n - j0);
+    for (int64_t kk = 0; kk < k; ++kk)
+      std::memcpy(&panels[k * j0 + kk * w], &p[kk * n + j0], w * sizeof(float));
+  }
+  return panels;
+}
+
+void Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* panels,
+          float* c) {
+  // Rows split into near-equal tiles of at most kMaxRows, so no tile is a thin tail.
+  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
+  for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
+    const int64_t w = std::min<int64_t>(kPanel, n - j0);
+    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
+      const int64_t depth = std::min(kDepth, k - k0);
+      const float* pt = panels + k * j0 + k0 * w;
+      for (int64_t tile = 0, r = 0; tile < tiles; ++tile) {
+        const int rows = static_cast<int>(m / tiles + (tile < m % tiles ? 1 : 0));
+        if (w == kPanel) TileRows<2>(rows, a + r * lda + k0, lda, pt, depth, c + r * n + j0, n, k0 > 0);
+        else TileRows<1>(rows, a + r * lda + k0, lda, pt, depth, c + r * n + j0, n, k0 > 0);
+        r += rows;
+      }
+    }
+  }
+}
+
+// A barrier for the threads of one call: spins briefly, then yields the core.
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void Wait() {
+    if (n_ == 1) return;
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_acq_rel);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
+      if (spins < (1 << 14)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+
+ private:
+  const int n_;
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int> generation_{0};
+};
+
+// Runs fn(thread) for thread = 0 .. n-1, thread 0 on the caller, each on its own core for the
+// call: the caller stays on the core it is on (its CPU mask is restored afterwards) and thread i
+// gets the i-th of the process's other cores. Left to the scheduler, a new thread starts on its
+// creator's core, and two threads that spin at a barrier on one core run 1 to 5 times slower
+// (measured on the 2-core machine).
+template <class Fn>
+void RunThreads(int n, Fn fn) {
+  if (n == 1) return fn(0);
+  std::vector<std::thread> others;
+  others.reserve(n - 1);
+#if defined(__linux__)
+  cpu_set_t process, caller_before, one;
+  const int here = sched_getcpu();
+  const bool pin = here >= 0 && sched_getaffinity(getpid(), sizeof(process), &process) == 0 &&
+                   CPU_COUNT(&process) >= n &&
+                   pthread_getaffinity_np(pthread_self(), sizeof(caller_before),
+                                          &caller_before) == 0;
+  std::vector<int> cores;
+  if (pin) {
+    for (int cpu = 0; cpu < CPU_SETSIZE && static_cast<int>(cores.size()) < n - 1; ++cpu)
+      if (CPU_ISSET(cpu, &process) && cpu != here) cores.push_back(cpu);
+    CPU_ZERO(&one);
+    CPU_SET(here, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+  }
+#endif
+  for (int i = 1; i < n; ++i) {
+    others.emplace_back(fn, i);
+#if defined(__linux__)
+    if (pin) {
+      CPU_ZERO(&one);
+      CPU_SET(cores[i - 1], &one);
+      pthread_setaffinity_np(others.back().native_handle(), sizeof(one), &one);
+    }
+#endif
+  }
+  fn(0);
+  for (auto& thread : others) thread.join();
+#if defined(__linux__)
+  if (pin) pthread_setaffinity_np(pthread_self(), sizeof(caller_before), &caller_before);
+#endif
+}
+
+// The hidden units [begin, end) of one thread, in whole vectors where possible.
+struct Slice {
+  int64_t begin, end, padded;  // padded: end - begin rounded up to kLanes
+  int64_t size() const { return end - begin; }
+};
+
+std::vector<Slice> Slices(int64_t hid, int threads) {
+  int64_t per = (hid + threads - 1) / threads;
+  per = (per + kLanes - 1) / kLanes * kLanes;
+  std::vector<Slice> slices;
+  for (int64_t begin = 0; begin < hid; begin += per) {
+    const int64_t end = std::min(hid, begin + per);
+    slices.push_back({begin, end, (end - begin + kLanes - 1) / kLanes * kLanes});
+  }
+  return slices;
+}
+
+int Threads(int64_t requested, int64_t hid) {
+  int64_t n = requested > 0 ? requested : 1;
+  n = std::min<int64_t>(n, std::max<int64_t>(1, hid / kLanes));
+  return static_cast<int>(n);
+}
+
+constexpr float kScale[4] = {0.5f, 0.5f, 1.0f, 0.5f};
+
+// The forward gate arithmetic of lane group [j, j + width) of batch row b at step t.
+template <class V, bool kTrain>
+inline void ForwardUnits(int64_t b, int64_t t, int64_t j, int64_t jl, int64_t time, int64_t hid,
+                         const float* mm, int64_t padded, const float* gx, const float* bias,
+                         const float* h_prev, float* c_state, const float* keep, float* h_out,
+                         float* acts, float* hs, float* cs) {
+  const int64_t g = 4 * hid, row = b * time + t;
+  V act[4];
+  for (int q = 0; q < 4; ++q) {
+    const V z = (Load<V>(gx + row * g + q * hid + j) + Load<V>(mm + q * padded + jl)) * kScale[q] +
+                Load<V>(bias + q * hid + j);
+    act[q] = Tanh(z) * kScale[q] + (1.0f - kScale[q]);
+    if (kTrain) Store(acts + row * g + q * hid + j, act[q]);
+  }
+  const V c = Load<V>(c_state);
+  V c_new = act[1] * c + act[0] * act[2];
+  V h_new = act[3] * Tanh(c_new);
+  if (keep != nullptr) {
+    const V k = Splat<V>(keep[row]);
+    h_new = Select<V>(k, h_new, Load<V>(h_prev));
+    c_new = Select<V>(k, c_new, c);
+  }
+  Store(c_state, c_new);
+  Store(h_out, h_new);
+  Store(hs + row * hid + j, h_new);
+  if (kTrain) Store(cs + row * hid + j, c_new);
+}
+
+template <bool kTrain>
+void LstmForward(int64_t batch, int64_t time, int64_t hid, int threads, const float* gx,
+                 const float* w_hh, const float* bias, const float* h0, const float* c0,
+                 const float* keep, float* acts, float* hs, float* cs, float* c_last) {
+  const int64_t g = 4 * hid;
+  const std::vector<Slice> slices = Slices(hid, Threads(threads, hid));
+  Barrier barrier(static_cast<int>(slices.size()));
+  // The hidden state of the last two steps, [2, b, h], contiguous for the matmul (rows of hs
+  // lie t * h floats apart and fall into the same L1 cache sets): step t reads buffer (t + 1) % 2
+  // and writes buffer t % 2; the barrier after every step keeps the two apart.
+  std::vector<float> h_buffers(2 * batch * hid);
+  std::memcpy(&h_buffers[batch * hid], h0, batch * hid * sizeof(float));
+  RunThreads(static_cast<int>(slices.size()), [&](int thread) {
+    const Slice s = slices[thread];
+    const int64_t n = 4 * s.padded;
+    // This thread's columns of w_hh, gate by gate, each gate's block padded to whole vectors.
+    std::vector<float> columns(hid * n, 0.0f), mm(batch * n), c_state(batch * s.padded);
+    for (int64_t k = 0; k < hid; ++k)
+      for (int q = 0; q < 4; ++q)
+        std::memcpy(&columns[k * n + q * s.padded], w_hh + k * g + q * hid + s.begin,
+                    s.size() * sizeof(float));
+    const std::vector<float> packed = Pack(columns, hid, n);
+    for (int64_t b = 0; b < batch; ++b)
+      std::memcpy(&c_state[b * s.padded], c0 + b * hid + s.begin, s.size() * sizeof(float));
+    for (int64_t t = 0; t < time; ++t) {
+      const float* h_prev = &h_buffers[((t + 1) % 2) * batch * hid];
+      float* h_next = &h_buffers[(t % 2) * batch * hid];
+      Gemm(batch, n, hid, h_prev, hid, packed.data(), mm.data());
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* mm_b = &mm[b * n];
+        const float* h_prev_b = h_prev + b * hid + s.begin;
+        float* c_b = &c_state[b * s.padded];
+        float* h_b = h_next + b * hid + s.begin;
+        int64_t jl = 0;
+        for (; jl + kLanes <= s.size(); jl += kLanes)
+          ForwardUnits<vf, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
+                                   h_prev_b + jl, c_b + jl, keep, h_b + jl, acts, hs, cs);
+        for (; jl < s.size(); ++jl)
+          ForwardUnits<float, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
+                                      h_prev_b + jl, c_b + jl, keep, h_b + jl, acts, hs, cs);
+      }
+      barrier.Wait();
+    }
+    if (!kTrain)
+      for (int64_t b = 0; b < batch; ++b)
+        std::memcpy(c_last + b * hid + s.begin, &c_state[b * s.padded], s.size() * sizeof(float));
+  });
+}
+
+// The backward's elementwise part of lane group [j, j + width) of batch row b at step t. Every
+// cotangent of a step is linear in the (dh, dc) arriving at its output; the coefficients come
+// from the stored gate activations and cell states, as in fused.py's XLA backward.
+template <class V>
+inline void BackwardUnits(int64_t row, int64_t j, int64_t hid, const float* dhs,
+                          const float* acts, const float* c, const float* c_prev,
+                          const float* keep, float* dh_state, float* dc_state, float* dgates,
+                          float* dg_out) {
+  const int64_t g = 4 * hid;
+  const V i = Load<V>(acts + row * g + j), f = Load<V>(acts + row * g + hid + j);
+  const V gg = Load<V>(acts + row * g + 2 * hid + j), o = Load<V>(acts + row * g + 3 * hid + j);
+  const V tanh_c = Tanh(Load<V>(c));
+  V dc_dh = o * (1.0f - tanh_c * tanh_c);
+  V coef[4] = {gg * i * (1.0f - i), Load<V>(c_prev) * f * (1.0f - f), i * (1.0f - gg * gg),
+               tanh_c * o * (1.0f - o)};
+  V dc_prev = f;
+  if (keep != nullptr) {  // a padded step passes (dh, dc) straight through, no gate gradient
+    const V k = Splat<V>(keep[row]);
+    dc_dh = dc_dh * k;
+    for (int q = 0; q < 4; ++q) coef[q] = coef[q] * k;
+    dc_prev = Select<V>(k, f, Splat<V>(1.0f));
+  }
+  const V dh = Load<V>(dh_state) + Load<V>(dhs + row * hid + j);
+  const V dc = Load<V>(dc_state) + dh * dc_dh;
+  for (int q = 0; q < 4; ++q) {
+    const V dgate = (q < 3 ? dc : dh) * coef[q];
+    Store(dgates + row * g + q * hid + j, dgate);
+    Store(dg_out + q * hid, dgate);
+  }
+  Store(dh_state, dh);
+  Store(dc_state, dc * dc_prev);
+}
+
+void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const float* dhs,
+                  const float* acts, const float* cs, const float* c0, const float* keep,
+                  const float* w_hh, const float* dc_last, float* dgates, float* dh0,
+                  float* dc0) {
+  const int64_t g = 4 * hid;
+  const std::vector<Slice> slices = Slices(hid, Threads(threads, hid));
+  Barrier barrier(static_cast<int>(slices.size()));
+  // The gate gradients of the last two steps, [2, b, g], contiguous for the matmul (as the
+  // forward's hidden state): step t writes buffer t % 2.
+  std::vector<float> dg_buffers(2 * batch * g);
+  RunThreads(static_cast<int>(slices.size()), [&](int thread) {
+    const Slice s = slices[thread];
+    const int64_t n = s.padded;
+    // w_hh^T restricted to this thread's units: packed[r, j] = w_hh[begin + j, r].
+    std::vector<float> columns(g * n, 0.0f), mm(batch * n);
+    std::vector<float> dh_state(batch * n, 0.0f), dc_state(batch * n, 0.0f);
+    for (int64_t j = 0; j < s.size(); ++j)
+      for (int64_t r = 0; r < g; ++r) columns[r * n + j] = w_hh[(s.begin + j) * g + r];
+    const std::vector<float> packed = Pack(columns, g, n);
+    for (int64_t b = 0; b < batch; ++b)
+      std::memcpy(&dc_state[b * n], dc_last + b * hid + s.begin, s.size() * sizeof(float));
+    for (int64_t t = time - 1; t >= 0; --t) {
+      float* dg_t = &dg_buffers[(t % 2) * batch * g];
+      for (int64_t b = 0; b < batch; ++b) {
+        const int64_t row = b * time + t;
+        const float* c = cs + row * hid + s.begin;
+        const float* c_prev = (t == 0 ? c0 + b * hid : cs + (row - 1) * hid) + s.begin;
+        int64_t jl = 0;
+        for (; jl + kLanes <= s.size(); jl += kLanes)
+          BackwardUnits<vf>(row, s.begin + jl, hid, dhs, acts, c + jl, c_prev + jl, keep,
+                            &dh_state[b * n + jl], &dc_state[b * n + jl], dgates,
+                            dg_t + b * g + s.begin + jl);
+        for (; jl < s.size(); ++jl)
+          BackwardUnits<float>(row, s.begin + jl, hid, dhs, acts, c + jl, c_prev + jl, keep,
+                               &dh_state[b * n + jl], &dc_state[b * n + jl], dgates,
+                               dg_t + b * g + s.begin + jl);
+      }
+      barrier.Wait();  // every unit's gate gradients of step t are written
+      Gemm(batch, n, g, dg_t, g, packed.data(), mm.data());
+      for (int64_t b = 0; b < batch; ++b) {
+        // A padded step passes dh straight through: dh_prev = dgates @ w_hh^T + (1 - keep) dh.
+        const float pass = keep == nullptr ? 0.0f : 1.0f - keep[b * time + t];
+        for (int64_t jl = 0; jl < s.size(); ++jl) {
+          float& dh = dh_state[b * n + jl];
+          dh = keep == nullptr ? mm[b * n + jl] : mm[b * n + jl] + pass * dh;
+        }
+      }
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+      std::memcpy(dh0 + b * hid + s.begin, &dh_state[b * n], s.size() * sizeof(float));
+      std::memcpy(dc0 + b * hid + s.begin, &dc_state[b * n], s.size() * sizeof(float));
+    }
+  });
+}
+
+// Shape checks shared by the handlers: [b, t, width] arrays and [b, width] carries.
+ffi::Error Expect(const char* name, ffi::Span<const int64_t> dims,
+                  std::initializer_list<int64_t> expected) {
+  if (dims.size() == expected.size() && std::equal(expected.begin(), expected.end(), dims.begin()))
+    return ffi::Error::Success();
+  std::string got, want;
+  for (int64_t d : dims) got += std::to_string(d) + ",";
+  for (int64_t d : expected) want += std::to_string(d) + ",";
+  return ffi::Error::InvalidArgument(std::string("seqjax lstm kernel: ") + name + " has shape [" +
+                                     got + "], expected [" + want + "]");
+}
+
+#define SEQJAX_CHECK(expr)        \
+  do {                            \
+    ffi::Error error = (expr);    \
+    if (!error.success()) return error; \
+  } while (0)
+
+using F32 = ffi::Buffer<ffi::F32>;
+using F32Out = ffi::ResultBuffer<ffi::F32>;
+
+ffi::Error CheckForward(const F32& gx, const F32& w_hh, const F32& bias, const F32& h0,
+                        const F32& c0, const F32& keep, bool masked, int64_t* batch,
+                        int64_t* time, int64_t* hid) {
+  auto dims = gx.dimensions();
+  if (dims.size() != 3 || dims[2] % 4 != 0)
+    return ffi::Error::InvalidArgument("seqjax lstm kernel: gx must be [b, t, 4h]");
+  *batch = dims[0], *time = dims[1], *hid = dims[2] / 4;
+  SEQJAX_CHECK(Expect("w_hh", w_hh.dimensions(), {*hid, 4 * *hid}));
+  SEQJAX_CHECK(Expect("bias", bias.dimensions(), {4 * *hid}));
+  SEQJAX_CHECK(Expect("h0", h0.dimensions(), {*batch, *hid}));
+  SEQJAX_CHECK(Expect("c0", c0.dimensions(), {*batch, *hid}));
+  if (masked) SEQJAX_CHECK(Expect("keep", keep.dimensions(), {*batch, *time}));
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmForwardTrainImpl(F32 gx, F32 w_hh, F32 bias, F32 h0, F32 c0, F32 keep, F32Out acts,
+                                F32Out hs, F32Out cs, int64_t masked, int64_t threads) {
+  int64_t batch, time, hid;
+  SEQJAX_CHECK(CheckForward(gx, w_hh, bias, h0, c0, keep, masked, &batch, &time, &hid));
+  LstmForward<true>(batch, time, hid, threads, gx.typed_data(), w_hh.typed_data(),
+                    bias.typed_data(), h0.typed_data(), c0.typed_data(),
+                    masked ? keep.typed_data() : nullptr, acts->typed_data(), hs->typed_data(),
+                    cs->typed_data(), nullptr);
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmForwardInferImpl(F32 gx, F32 w_hh, F32 bias, F32 h0, F32 c0, F32 keep, F32Out hs,
+                                F32Out c_last, int64_t masked, int64_t threads) {
+  int64_t batch, time, hid;
+  SEQJAX_CHECK(CheckForward(gx, w_hh, bias, h0, c0, keep, masked, &batch, &time, &hid));
+  LstmForward<false>(batch, time, hid, threads, gx.typed_data(), w_hh.typed_data(),
+                     bias.typed_data(), h0.typed_data(), c0.typed_data(),
+                     masked ? keep.typed_data() : nullptr, nullptr, hs->typed_data(), nullptr,
+                     c_last->typed_data());
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmBackwardImpl(F32 dhs, F32 acts, F32 cs, F32 c0, F32 keep, F32 w_hh, F32 dc_last,
+                            F32Out dgates, F32Out dh0, F32Out dc0, int64_t masked,
+                            int64_t threads) {
+  auto dims = acts.dimensions();
+  if (dims.size() != 3 || dims[2] % 4 != 0)
+    return ffi::Error::InvalidArgument("seqjax lstm kernel: acts must be [b, t, 4h]");
+  const int64_t batch = dims[0], time = dims[1], hid = dims[2] / 4;
+  SEQJAX_CHECK(Expect("dhs", dhs.dimensions(), {batch, time, hid}));
+  SEQJAX_CHECK(Expect("cs", cs.dimensions(), {batch, time, hid}));
+  SEQJAX_CHECK(Expect("c0", c0.dimensions(), {batch, hid}));
+  SEQJAX_CHECK(Expect("w_hh", w_hh.dimensions(), {hid, 4 * hid}));
+  SEQJAX_CHECK(Expect("dc_last", dc_last.dimensions(), {batch, hid}));
+  if (masked) SEQJAX_CHECK(Expect("keep", keep.dimensions(), {batch, time}));
+  if (dgates->typed_data() != acts.typed_data())  // not aliased: start from a copy of acts
+    std::memcpy(dgates->typed_data(), acts.typed_data(), acts.element_count() * sizeof(float));
+  // Each step reads its row of acts before overwriting it with the gate gradients.
+  LstmBackward(batch, time, hid, threads, dhs.typed_data(), dgates->typed_data(),
+               cs.typed_data(), c0.typed_data(), masked ? keep.typed_data() : nullptr,
+               w_hh.typed_data(), dc_last.typed_data(), dgates->typed_data(), dh0->typed_data(),
+               dc0->typed_data());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<int64_t>("masked")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardInfer, LstmForwardInferImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<int64_t>("masked")
+                                  .Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Arg<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Ret<F32>()
+                                  .Attr<int64_t>("masked")
+                                  .Attr<int64_t>("threads"));

@@ -1,0 +1,126 @@
+"""The fused LSTM's time loops as native CPU kernels (XLA FFI custom calls).
+
+XLA:CPU runs the recurrent matmul of one step (``[16, 128] @ [128, 512]`` at the benchmark's
+smallest shape) on one core, and every small operation of a step costs it a dispatch. The
+kernels in ``_native/rnn_cpu.cc`` run each of the fused LSTM's two loops (``fused.py``) as one
+call that splits the hidden units between threads: every thread multiplies the whole previous
+hidden state by its own columns of ``w_hh``, does the gate arithmetic of its own units, and the
+threads meet at one barrier per step. Everything else (the input projection, the backward's
+coefficients and the weight gradients) stays in XLA.
+
+The library is built by ``make install`` (or ``python -m seqjax._native``) with the system's C++
+compiler against the installed jaxlib's FFI headers. Where it is missing, the fused path runs
+its XLA loops instead: :func:`available` says which, and why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+SOURCE = Path(__file__).with_name("_native") / "rnn_cpu.cc"
+LIBRARY = SOURCE.with_name("librnn_cpu.so")
+_TARGETS = {"forward_train": "SeqjaxLstmForwardTrain", "forward_infer": "SeqjaxLstmForwardInfer",
+            "backward": "SeqjaxLstmBackward"}
+
+# Threads of one kernel call: None takes the cores this process may run on. A thread gets at
+# least 16 hidden units (one vector).
+THREADS: int | None = None
+
+
+def build(compiler: str | None = None, output: Path = LIBRARY) -> Path:
+  """Compiles ``_native/rnn_cpu.cc`` into ``output``; raises ``RuntimeError`` with the log."""
+  compiler = compiler or os.environ.get("CXX", "g++")
+  command = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
+             "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o", str(output) + ".tmp"]
+  result = subprocess.run(command, capture_output=True, text=True, check=False)
+  if result.returncode != 0:
+    raise RuntimeError(f"building the native kernels failed: {' '.join(command)}\n"
+                       f"{result.stdout}{result.stderr}")
+  os.replace(str(output) + ".tmp", output)  # atomic: a concurrent loader sees old or new
+  return output
+
+
+@functools.cache
+def _load() -> tuple[bool, str]:
+  """Loads the library and registers its targets once; ``(ok, reason if not)``."""
+  if not LIBRARY.exists():
+    return False, f"{LIBRARY} is not built (run `make install` or `python -m seqjax._native`)"
+  if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+    return False, f"{LIBRARY} is older than {SOURCE.name}; rebuild it (`python -m seqjax._native`)"
+  try:
+    library = ctypes.cdll.LoadLibrary(str(LIBRARY))
+    for target in _TARGETS.values():
+      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
+                                  platform="cpu")
+  except (OSError, AttributeError) as error:
+    return False, f"loading {LIBRARY} failed: {error}"
+  return True, ""
+
+
+def available() -> bool:
+  """True when the kernels are built and loaded (they run on the CPU backend only)."""
+  return _load()[0]
+
+
+def unavailable_reason() -> str:
+  """Why :func:`available` is False ('' when it is True)."""
+  return _load()[1]
+
+
+def threads() -> int:
+  """Threads per kernel call: :data:`THREADS`, or the cores this process may use."""
+  if THREADS is not None:
+    if THREADS < 1:
+      raise ValueError(f"native.THREADS must be a positive int or None; got {THREADS!r}")
+    return int(THREADS)
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _call(name, results, *args, masked, threads, aliases=None):
+  if not available():
+    raise RuntimeError(unavailable_reason())
+  call = jax.ffi.ffi_call(_TARGETS[name], results, input_output_aliases=aliases,
+                          vmap_method="sequential")
+  return call(*args, masked=int(masked), threads=int(threads))
+
+
+def _keep(keep, batch):
+  """``keep [b, t, 1]`` as the kernels' ``[b, t]`` (a one-element dummy when unmasked)."""
+  return jnp.zeros((1,), jnp.float32) if keep is None else keep[..., 0]
+
+
+def lstm_forward(gx, w_hh, bias, h0, c0, keep, train: bool, threads: int):
+  """The fused LSTM's forward loop from ``gx = xs @ w_ih`` and ``bias = (b_ih + b_hh) * scale``.
+
+  Returns ``(acts, hs, cs)`` if ``train`` (the gate activations i, f, g, o, ``[b, t, 4h]``, and
+  the carries after every step), else ``(hs, c_last)``.
+  """
+  batch, time, gates = gx.shape
+  hid = gates // 4
+  seq = jax.ShapeDtypeStruct((batch, time, hid), jnp.float32)
+  if train:
+    results = (jax.ShapeDtypeStruct(gx.shape, jnp.float32), seq, seq)
+  else:
+    results = (seq, jax.ShapeDtypeStruct((batch, hid), jnp.float32))
+  return _call("forward_train" if train else "forward_infer", results, gx, w_hh, bias, h0, c0,
+               _keep(keep, batch), masked=keep is not None, threads=threads)
+
+
+def lstm_backward(dhs, acts, cs, c0, keep, w_hh, dc_last, threads: int):
+  """The fused LSTM's backward loop: ``(dgates, dh0, dc0)``.
+
+  ``dgates`` are the gradients of the gates' pre-activations, written over ``acts`` (XLA copies
+  ``acts`` first where it cannot give its buffer away).
+  """
+  batch, _, hid = dhs.shape
+  carry = jax.ShapeDtypeStruct((batch, hid), jnp.float32)
+  results = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), carry, carry)
+  return _call("backward", results, dhs, acts, cs, c0, _keep(keep, batch), w_hh, dc_last,
+               masked=keep is not None, threads=threads, aliases={1: 0})
