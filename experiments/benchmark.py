@@ -261,7 +261,7 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
   return rows, notes
 
 
-_CONTAINERS = re.compile(r"\b(while|call|conditional)\(")
+_CONTAINERS = re.compile(r"(?<![\w-])(while|call|conditional)\(")  # not custom-call(
 
 
 def xla_operations(hlo_text: str) -> dict[str, bool]:
@@ -291,6 +291,11 @@ def xla_operations(hlo_text: str) -> dict[str, bool]:
     operations[match.group(1)] = " dot(" in instruction or bool(called and
                                                                 has_dot.get(called.group(1)))
   return operations
+
+
+def custom_calls(hlo_text: str) -> set[str]:
+  """The names of an HLO module's custom calls (the native kernels of ``seqjax/native.py``)."""
+  return set(re.findall(r"%?([\w.\-]+) = [^\n]*\bcustom-call\(", hlo_text))
 
 
 def _trace_files(trace_dir: str) -> set[str]:
@@ -334,12 +339,15 @@ def profile_rows(shapes, cell_names, dtypes, modes, out_dir, calls=5, top=12, un
           seconds = (time.perf_counter() - start) / calls
           matmul = xla_operations(fn.hlo_text)
           times = operation_times(_trace_files(trace_dir) - earlier, set(matmul))
+          kernels = custom_calls(fn.hlo_text)
           ops = [{"name": op, "matmul": matmul[op], "runs_per_call": count / calls,
-                  "ms_per_call": us / calls / 1e3}
+                  "ms_per_call": us / calls / 1e3, "native_kernel": op in kernels}
                  for op, (count, us) in sorted(times.items(), key=lambda item: -item[1][1])]
+          native_ms = sum(op["ms_per_call"] for op in ops if op["native_kernel"])
           # Operations that run more than once a call sit in the time loops: once per step.
           groups = {(m, per_step): sum(op["ms_per_call"] for op in ops
-                                       if op["matmul"] == m and (op["runs_per_call"] > 1) == per_step)
+                                       if op["matmul"] == m and not op["native_kernel"] and
+                                       (op["runs_per_call"] > 1) == per_step)
                     for m in (True, False) for per_step in (True, False)}
           rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
                        "dtype": dtype_name, "mode": mode, "impl": "seqjax",
@@ -347,16 +355,18 @@ def profile_rows(shapes, cell_names, dtypes, modes, out_dir, calls=5, top=12, un
                        "ms_per_call": {"matmuls_in_loops": groups[True, True],
                                        "matmuls_once": groups[True, False],
                                        "other_in_loops": groups[False, True],
-                                       "other_once": groups[False, False]}})
-          print(f"{name}: {sum(groups.values()):.1f} ms per call in XLA operations "
-                f"({seconds * 1e3:.1f} ms of wall time with the profiler on): matmuls "
-                f"{groups[True, True]:.1f} in the time loops + {groups[True, False]:.1f} once, "
-                f"other operations {groups[False, True]:.1f} in the loops + "
-                f"{groups[False, False]:.1f} once. The {top} largest:")
+                                       "other_once": groups[False, False],
+                                       "native_kernels": native_ms}})
+          print(f"{name}: {sum(groups.values()) + native_ms:.1f} ms per call in XLA operations "
+                f"({seconds * 1e3:.1f} ms of wall time with the profiler on): native kernels "
+                f"{native_ms:.1f}, matmuls {groups[True, True]:.1f} in the time loops + "
+                f"{groups[True, False]:.1f} once, other operations {groups[False, True]:.1f} in "
+                f"the loops + {groups[False, False]:.1f} once. The {top} largest:")
           for op in ops[:top]:
             per_run = op["ms_per_call"] / op["runs_per_call"] * 1e3
             print(f"  {op['ms_per_call']:8.2f} ms  {op['runs_per_call']:6.0f} x "
-                  f"{per_run:8.1f} us  {op['name']}{'  (matmul)' if op['matmul'] else ''}",
+                  f"{per_run:8.1f} us  {op['name']}{'  (matmul)' if op['matmul'] else ''}"
+                  f"{'  (native kernel)' if op['native_kernel'] else ''}",
                   flush=True)
   return rows
 

@@ -66,7 +66,7 @@ FORWARD: str | None = None
 # the CPU backend when they are built, for a float32 layer of at least NATIVE_MIN_HIDDEN units;
 # True requires them (an error where they are not built), False keeps the XLA loops.
 NATIVE: bool | None = None
-NATIVE_MIN_HIDDEN = 32
+NATIVE_MIN_HIDDEN = 16
 
 
 class _Setting(NamedTuple):
