@@ -48,17 +48,23 @@ def build(compiler: str | None = None, output: Path = LIBRARY) -> Path:
 
 
 @functools.cache
+def _register(path: str) -> None:
+  """Loads the library at ``path`` and registers its targets with XLA, once per process."""
+  library = ctypes.cdll.LoadLibrary(path)
+  for target in _TARGETS.values():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
+                                platform="cpu")
+
+
 def _load() -> tuple[bool, str]:
-  """Loads the library and registers its targets once; ``(ok, reason if not)``."""
+  """``(True, '')`` once the kernels are registered, else ``(False, why not)``."""
   if not LIBRARY.exists():
     return False, f"{LIBRARY} is not built (run `make install` or `python -m seqjax._native`)"
-  if LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
-    return False, f"{LIBRARY} is older than {SOURCE.name}; rebuild it (`python -m seqjax._native`)"
+  if SOURCE.exists() and LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
+    return False, (f"{LIBRARY} is older than {SOURCE.name}; rebuild it "
+                   "(`python -m seqjax._native`)")
   try:
-    library = ctypes.cdll.LoadLibrary(str(LIBRARY))
-    for target in _TARGETS.values():
-      jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
-                                  platform="cpu")
+    _register(str(LIBRARY))
   except (OSError, AttributeError) as error:
     return False, f"loading {LIBRARY} failed: {error}"
   return True, ""

@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 from absl import app
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from experiments import benchmark
+from seqjax import native
 
 
 def test_parse_shape_accepts_four_positive_ints_and_names_bad_input():
@@ -40,6 +42,22 @@ def test_interleaved_seconds_calls_every_implementation_once_per_round():
   # Every round runs all three; who goes first rotates, so no one always runs on a warm cache.
   assert rounds == [["seqjax", "torch", "flax"], ["torch", "flax", "seqjax"],
                     ["flax", "seqjax", "torch"], ["seqjax", "torch", "flax"]]
+
+
+def test_settling_gives_each_timed_call_an_untimed_call_of_its_own_first():
+  calls, slow = [], {"torch"}
+
+  def make(name):
+    def fn():
+      calls.append(name)
+      if name in slow and calls.count(name) % 2 == 1:  # only the untimed call is slow
+        time.sleep(0.05)
+    return fn
+
+  seconds = benchmark.interleaved_seconds({n: make(n) for n in ["seqjax", "torch"]}, repeats=2,
+                                          settle_seconds=0.001)
+  assert calls == ["seqjax", "seqjax", "torch", "torch", "torch", "torch", "seqjax", "seqjax"]
+  assert seconds["torch"] < 0.04  # the timed call is the second of each pair
 
 
 def test_torch_threads_is_applied_and_a_bad_count_is_named():
@@ -171,3 +189,15 @@ def test_profile_rows_attribute_a_real_call_to_its_operations(tmp_path):
   # Each time-loop operation runs once per step of the forward or backward loop.
   assert any(op["runs_per_call"] in (6, 12) for op in row["operations"])
   assert row["ms_per_call"]["matmuls_in_loops"] > 0
+
+
+@pytest.mark.skipif(not native.available(), reason=native.unavailable_reason() or "not built")
+def test_profile_rows_count_the_native_kernels_apart(tmp_path):
+  (row,) = benchmark.profile_rows([(2, 6, 3, 16)], ["lstm"], ["float32"], ["train"],
+                                  str(tmp_path), calls=2)
+  kernels = [op for op in row["operations"] if op["native_kernel"]]
+  assert {op["runs_per_call"] for op in kernels} == {1}  # the forward and the backward loop
+  assert len(kernels) == 2
+  assert row["ms_per_call"]["native_kernels"] == pytest.approx(
+      sum(op["ms_per_call"] for op in kernels))
+  assert row["ms_per_call"]["matmuls_in_loops"] == 0  # no XLA time loop is left

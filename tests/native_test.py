@@ -1,0 +1,214 @@
+"""The native CPU kernels of the fused LSTM (``native.py``) against the plain scan.
+
+``make test`` builds the kernels first (``python -m seqjax._native``); the scan (autodiff through
+``cells.py``, itself checked against NumPy) is the reference for every number here.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from seqjax import cells
+from seqjax import fused
+from seqjax import native
+from seqjax import recurrent
+
+import fastpath_checks
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu",
+                                reason="the native kernels are CPU custom calls")
+
+B, T, D = 4, 9, 3
+LENGTHS = np.array([9, 4, 1, 0])  # max, middle, 1 and 0
+
+
+@pytest.fixture(autouse=True)
+def _native_on(monkeypatch):
+  assert native.available(), native.unavailable_reason()
+  monkeypatch.setattr(fused, "NATIVE", True)
+
+
+def _setup(h, seed=0, batch=B, time=T):
+  return fastpath_checks.random_layer("lstm", seed, batch=batch, time=time, d=D, h=h)
+
+
+def _carry(cell, h, seed=10, batch=B):
+  return fastpath_checks.random_carry(cell, seed, batch=batch, h=h)
+
+
+def _kernels_in(fn, *args):
+  """The native kernel targets the compiled program of ``fn(*args)`` calls."""
+  text = jax.jit(fn).lower(*args).compile().as_text()
+  return {target for target in native._TARGETS.values() if f'"{target}"' in text}
+
+
+# Hidden sizes: 5 (scalar tails only), 40 (two threads: one vector slice and a ragged one) and
+# 64 (whole vectors).
+@pytest.mark.parametrize("h", [5, 40, 64])
+@pytest.mark.parametrize("lengths, reverse", [(None, False), (LENGTHS, False), (LENGTHS, True)],
+                         ids=["full", "ragged", "ragged-reverse"])
+def test_native_matches_scan_outputs_carries_and_all_gradients(h, lengths, reverse):
+  cell, params, xs = _setup(h)
+  carry = _carry(cell, h)
+  fastpath_checks.check_against_scan("fused", cell, params, xs, carry, lengths=lengths,
+                                     reverse=reverse)
+  # ... and the fused path did run the kernels, forward and backward.
+  loss = lambda p, x, c: fastpath_checks.loss_and_grads(cell, p, x, c, "fused",
+                                                        lengths=lengths, reverse=reverse)
+  assert _kernels_in(loss, params, xs, carry) == {"SeqjaxLstmForwardTrain", "SeqjaxLstmBackward"}
+
+
+@pytest.mark.parametrize("lengths, reverse", [(None, False), (LENGTHS, True)],
+                         ids=["full", "ragged-reverse"])
+def test_native_forward_without_gradient_matches_scan(lengths, reverse):
+  cell, params, xs = _setup(48, seed=3)
+  carry = _carry(cell, 48, seed=4)
+
+  def run(impl):
+    return lambda p, x, c: recurrent.unroll(cell, p, x, lengths=lengths, initial_carry=c,
+                                            reverse=reverse, impl=impl)
+
+  fastpath_checks.assert_trees_close(jax.jit(run("fused"))(params, xs, carry),
+                                     jax.jit(run("scan"))(params, xs, carry))
+  assert _kernels_in(run("fused"), params, xs, carry) == {"SeqjaxLstmForwardInfer"}
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_count_does_not_change_a_bit(monkeypatch, threads):
+  # Each unit's arithmetic is the same whichever thread owns it, so any split of the hidden
+  # units (48 = three vectors: one, two or three threads) gives identical bits.
+  cell, params, xs = _setup(48, seed=5, batch=6, time=12)
+  carry = _carry(cell, 48, seed=6, batch=6)
+  lengths = np.array([12, 7, 1, 0, 12, 3])
+
+  def run():
+    return fastpath_checks.loss_and_grads(cell, params, xs, carry, "fused", lengths=lengths)
+
+  monkeypatch.setattr(native, "THREADS", 1)
+  want = run()
+  monkeypatch.setattr(native, "THREADS", threads)
+  for a, b in zip(jax.tree.leaves(run()), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_more_threads_than_vectors_of_units_still_match_scan(monkeypatch):
+  monkeypatch.setattr(native, "THREADS", 8)  # 20 units: one full vector and a tail of 4
+  cell, params, xs = _setup(20, seed=11)
+  fastpath_checks.check_against_scan("fused", cell, params, xs, _carry(cell, 20),
+                                     lengths=LENGTHS)
+
+
+def test_bidirectional_stack_with_lengths_matches_scan():
+  sizes = dict(batch=B, time=T, d=D, h=32)
+  fastpath_checks.assert_trees_close(
+      fastpath_checks.stack_loss_and_grads("lstm", "fused", LENGTHS, **sizes),
+      fastpath_checks.stack_loss_and_grads("lstm", "scan", LENGTHS, **sizes))
+
+
+def test_vmap_over_networks_runs_the_kernels_once_per_network_and_matches_scan():
+  cell, params, xs = _setup(32, seed=12)
+  batched = jax.tree.map(lambda a: jnp.stack([a, 0.5 * a, -a]), params)
+
+  def per_network(impl):
+    def loss(p):
+      ys, final = recurrent.unroll(cell, p, xs, lengths=LENGTHS, impl=impl)
+      return jnp.sum(jnp.tanh(ys)) + jnp.sum(cells.output_of(final))
+    return jax.jit(jax.vmap(jax.value_and_grad(loss)))(batched)
+
+  fastpath_checks.assert_trees_close(per_network("fused"), per_network("scan"))
+
+
+def test_large_batch_and_long_sequence_match_scan():
+  # More rows than one matmul tile (8) and more input than one k pass (128): every tiling path.
+  cell, params, xs = fastpath_checks.random_layer("lstm", 13, batch=19, time=40, d=7, h=144)
+  carry = fastpath_checks.random_carry(cell, 14, batch=19, h=144)
+  want = fastpath_checks.loss_and_grads(cell, params, xs, carry, "scan")
+  got = fastpath_checks.loss_and_grads(cell, params, xs, carry, "fused")
+  fastpath_checks.assert_trees_close(got, want, tol=2e-5)
+
+
+# ----------------------------------------------------------------------------- dispatch, errors
+def test_auto_takes_the_kernels_for_float32_lstm_from_16_units(monkeypatch):
+  monkeypatch.setattr(fused, "NATIVE", None)
+  for h, expected in [(fused.NATIVE_MIN_HIDDEN, True), (fused.NATIVE_MIN_HIDDEN - 1, False)]:
+    cell, params, xs = _setup(h)
+    run = lambda p, x: recurrent.unroll(cell, p, x)[0]
+    assert bool(_kernels_in(run, params, xs)) == expected, h
+  gru = cells.get_cell("gru")
+  gru_params = gru.init(jax.random.key(0), D, 32)
+  assert not _kernels_in(lambda p, x: recurrent.unroll(gru, p, x)[0], gru_params, xs)
+
+
+def test_changing_the_setting_retraces_instead_of_reusing_the_compiled_layer(monkeypatch):
+  # The layer's own jit (recurrent._unroll) takes the setting as a static argument: a new
+  # trace of the caller gets the new setting, not the layer compiled under the old one. (An
+  # enclosing jit already traced keeps what it traced, as for any setting read while tracing.)
+  cell, params, xs = _setup(32)
+  run = lambda impl: lambda p, x: recurrent.unroll(cell, p, x, impl=impl)[0]
+  assert _kernels_in(run("fused"), params, xs)
+  monkeypatch.setattr(fused, "NATIVE", False)
+  assert not _kernels_in(run("fused"), params, xs)
+
+
+def test_native_true_refuses_what_the_kernels_do_not_run(monkeypatch):
+  cell, params, xs = _setup(32)
+  bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+  with pytest.raises(ValueError, match="float32 carry and float32 w_hh"):
+    recurrent.unroll(cell, bf16, xs.astype(jnp.bfloat16), impl="fused")
+  monkeypatch.setattr(fused, "NATIVE", "yes")
+  with pytest.raises(ValueError, match="fused.NATIVE must be None, True or False"):
+    recurrent.unroll(cell, params, xs, impl="fused")
+
+
+def test_bad_thread_count_is_named(monkeypatch):
+  monkeypatch.setattr(native, "THREADS", 0)
+  with pytest.raises(ValueError, match="native.THREADS must be a positive int"):
+    native.threads()
+
+
+def test_missing_or_stale_library_is_reported_and_auto_falls_back(monkeypatch, tmp_path):
+  # A shape no other test traces: availability is checked when a layer is traced.
+  cell, params, xs = _setup(24, time=5)
+  want = jax.jit(lambda p, x: recurrent.unroll(cell, p, x, impl="scan")[0])(params, xs)
+  monkeypatch.setattr(native, "LIBRARY", tmp_path / "librnn_cpu.so")
+  assert not native.available()
+  assert "is not built" in native.unavailable_reason()
+  with pytest.raises(RuntimeError, match="is not built"):
+    recurrent.unroll(cell, params, xs, impl="fused")
+  # A library older than its source is not used either.
+  source = tmp_path / "rnn_cpu.cc"
+  source.write_text("// newer\n")
+  (tmp_path / "librnn_cpu.so").write_text("")
+  os.utime(tmp_path / "librnn_cpu.so", (1, 1))
+  monkeypatch.setattr(native, "SOURCE", source)
+  assert "older than rnn_cpu.cc" in native.unavailable_reason()
+  # 'auto' (NATIVE None) then runs the XLA loops, with the same results.
+  monkeypatch.setattr(fused, "NATIVE", None)
+  run = lambda p, x: recurrent.unroll(cell, p, x, impl="fused")[0]
+  assert not _kernels_in(run, params, xs)
+  np.testing.assert_allclose(jax.jit(run)(params, xs), want, atol=1e-5, rtol=1e-5)
+
+
+def test_kernel_names_a_wrong_shape():
+  h = 16
+  gx = jnp.zeros((2, 3, 4 * h))
+  w_hh = jnp.zeros((h + 1, 4 * h))  # one row too many
+  carry = jnp.zeros((2, h))
+  with pytest.raises(Exception, match=r"w_hh has shape \[17,64,\], expected \[16,64,\]"):
+    jax.block_until_ready(native.lstm_forward(gx, w_hh, jnp.zeros(4 * h), carry, carry, None,
+                                              train=False, threads=2))
+
+
+def test_build_reports_a_compiler_failure(tmp_path):
+  with pytest.raises(RuntimeError, match="building the native kernels failed"):
+    native.build(compiler="false", output=tmp_path / "lib.so")
+  assert not (tmp_path / "lib.so").exists()
+
+
+def test_build_compiles_a_working_library(tmp_path):
+  path = native.build(output=tmp_path / "librnn_cpu.so")
+  assert path.exists() and path.stat().st_size > 0
+
