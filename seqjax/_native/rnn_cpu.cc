@@ -286,8 +286,11 @@ void LstmForward(int64_t batch, int64_t time, int64_t hid, int threads, const fl
   // The hidden state of the last two steps, [2, b, h], contiguous for the matmul (rows of hs
   // lie t * h floats apart and fall into the same L1 cache sets): step t reads buffer (t + 1) % 2
   // and writes buffer t % 2; the barrier after every step keeps the two apart.
-  std::vector<float> h_buffers(2 * batch * hid);
-  std::memcpy(&h_buffers[batch * hid], h0, batch * hid * sizeof(float));
+  // Rows padded by one cache line, so the rows a matmul tile reads do not share L1 sets.
+  const int64_t ldh = hid + kLanes;
+  std::vector<float> h_buffers(2 * batch * ldh);
+  for (int64_t b = 0; b < batch; ++b)
+    std::memcpy(&h_buffers[(batch + b) * ldh], h0 + b * hid, hid * sizeof(float));
   RunThreads(static_cast<int>(slices.size()), [&](int thread) {
     const Slice s = slices[thread];
     const int64_t n = 4 * s.padded;
@@ -301,14 +304,14 @@ void LstmForward(int64_t batch, int64_t time, int64_t hid, int threads, const fl
     for (int64_t b = 0; b < batch; ++b)
       std::memcpy(&c_state[b * s.padded], c0 + b * hid + s.begin, s.size() * sizeof(float));
     for (int64_t t = 0; t < time; ++t) {
-      const float* h_prev = &h_buffers[((t + 1) % 2) * batch * hid];
-      float* h_next = &h_buffers[(t % 2) * batch * hid];
-      Gemm(batch, n, hid, h_prev, hid, packed.data(), mm.data());
+      const float* h_prev = &h_buffers[((t + 1) % 2) * batch * ldh];
+      float* h_next = &h_buffers[(t % 2) * batch * ldh];
+      Gemm(batch, n, hid, h_prev, ldh, packed.data(), mm.data());
       for (int64_t b = 0; b < batch; ++b) {
         const float* mm_b = &mm[b * n];
-        const float* h_prev_b = h_prev + b * hid + s.begin;
+        const float* h_prev_b = h_prev + b * ldh + s.begin;
         float* c_b = &c_state[b * s.padded];
-        float* h_b = h_next + b * hid + s.begin;
+        float* h_b = h_next + b * ldh + s.begin;
         int64_t jl = 0;
         for (; jl + kLanes <= s.size(); jl += kLanes)
           ForwardUnits<vf, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
@@ -367,7 +370,8 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
   Barrier barrier(static_cast<int>(slices.size()));
   // The gate gradients of the last two steps, [2, b, g], contiguous for the matmul (as the
   // forward's hidden state): step t writes buffer t % 2.
-  std::vector<float> dg_buffers(2 * batch * g);
+  const int64_t ldg = g + kLanes;  // rows padded by one cache line (as the forward's ldh)
+  std::vector<float> dg_buffers(2 * batch * ldg);
   RunThreads(static_cast<int>(slices.size()), [&](int thread) {
     const Slice s = slices[thread];
     const int64_t n = s.padded;
@@ -380,7 +384,7 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
     for (int64_t b = 0; b < batch; ++b)
       std::memcpy(&dc_state[b * n], dc_last + b * hid + s.begin, s.size() * sizeof(float));
     for (int64_t t = time - 1; t >= 0; --t) {
-      float* dg_t = &dg_buffers[(t % 2) * batch * g];
+      float* dg_t = &dg_buffers[(t % 2) * batch * ldg];
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t row = b * time + t;
         const float* c = cs + row * hid + s.begin;
@@ -389,14 +393,14 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
         for (; jl + kLanes <= s.size(); jl += kLanes)
           BackwardUnits<vf>(row, s.begin + jl, hid, dhs, acts, c + jl, c_prev + jl, keep,
                             &dh_state[b * n + jl], &dc_state[b * n + jl], dgates,
-                            dg_t + b * g + s.begin + jl);
+                            dg_t + b * ldg + s.begin + jl);
         for (; jl < s.size(); ++jl)
           BackwardUnits<float>(row, s.begin + jl, hid, dhs, acts, c + jl, c_prev + jl, keep,
                                &dh_state[b * n + jl], &dc_state[b * n + jl], dgates,
-                               dg_t + b * g + s.begin + jl);
+                               dg_t + b * ldg + s.begin + jl);
       }
       barrier.Wait();  // every unit's gate gradients of step t are written
-      Gemm(batch, n, g, dg_t, g, packed.data(), mm.data());
+      Gemm(batch, n, g, dg_t, ldg, packed.data(), mm.data());
       for (int64_t b = 0; b < batch; ++b) {
         // A padded step passes dh straight through: dh_prev = dgates @ w_hh^T + (1 - keep) dh.
         const float pass = keep == nullptr ? 0.0f : 1.0f - keep[b * time + t];
