@@ -80,6 +80,7 @@ class _Setting(NamedTuple):
   # copy it every step (tests/fused_test.py checks the CPU program for such a copy).
   in_place: bool
   native: int = 0  # threads of the native CPU kernels running the LSTM's loops; 0: XLA loops
+  project: bool | None = None  # native.PROJECT when the kernels run
 
 
 def supports(cell: cells_lib.Cell) -> bool:
@@ -120,16 +121,19 @@ def _lean_forward(forward: str | None) -> bool:
   return forward == "lean" or (forward is None and jax.default_backend() != "cpu")
 
 
-def native_setting() -> tuple[bool | None, int]:
-  """``(NATIVE, threads per kernel call)``: the module settings a traced layer depends on."""
+def native_setting() -> tuple[bool | None, int, bool | None]:
+  """``(NATIVE, threads per kernel call, native.PROJECT)``: the module settings a traced layer
+  depends on (static arguments of the layer's jit, so changing one retraces)."""
   if NATIVE not in (None, True, False):
     raise ValueError(f"fused.NATIVE must be None, True or False; got {NATIVE!r}")
-  return NATIVE, native_lib.threads()
+  if native_lib.PROJECT not in (None, True, False):
+    raise ValueError(f"native.PROJECT must be None, True or False; got {native_lib.PROJECT!r}")
+  return NATIVE, native_lib.threads(), native_lib.PROJECT
 
 
 def _native_threads(cell: cells_lib.Cell, params, carry, setting) -> int:
   """Threads of the native kernels for this layer, 0 for the XLA loops (see :data:`NATIVE`)."""
-  native, threads = setting if setting is not None else native_setting()
+  native, threads, _ = setting if setting is not None else native_setting()
   if native is False or cell.name != "lstm":
     return 0
   dtypes = {jnp.dtype(leaf.dtype) for leaf in (params["w_hh"], *jax.tree.leaves(carry))}
@@ -153,7 +157,7 @@ def _time_major(keep):
 
 def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Array | None,
                        carry, unroll_steps: int = 1, forward: str | None = None,
-                       native: tuple[bool | None, int] | None = None):
+                       native: tuple[bool | None, int, bool | None] | None = None):
   """Runs a fused LSTM or GRU layer, input projection included, over a batch of sequences.
 
   Args:
@@ -165,7 +169,7 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
     unroll_steps: unroll factor of both time loops.
     forward: the loop of a call that is not differentiated (see :data:`FORWARD`); ``None``
       picks per backend.
-    native: ``(NATIVE, threads)`` as :func:`native_setting` returns (the default: read now).
+    native: :func:`native_setting`'s tuple (the default: read now).
 
   Returns:
     ``(hs, final_carry)``: ``hs: [b, t, h]`` the hidden carry after every step (not masked) and
@@ -179,7 +183,8 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
   setting = _Setting(int(unroll_steps), _lean_forward(forward), jax.default_backend() == "cpu",
-                     _native_threads(cell, params, carry, native))
+                     _native_threads(cell, params, carry, native),
+                     (native if native is not None else native_setting())[2])
   if cell.name == "lstm":
     h0, c0 = carry
     hs, c_last = _lstm(setting, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
@@ -266,8 +271,9 @@ def _lstm_constants(weights, hid, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(setting, weights, xs, keep, h0, c0):
   if setting.native:
-    return native_lib.lstm_forward(*_lstm_native_inputs(weights, xs, h0), h0, c0, keep,
-                                   train=False, threads=setting.native)
+    inputs, project = _lstm_native_inputs(setting, weights, xs, h0, train=False)
+    return native_lib.lstm_forward(*inputs, h0, c0, keep, train=False, threads=setting.native,
+                                   project=project)
   if setting.lean:
     return _lstm_lean(setting.unroll_steps, weights, xs, keep, h0, c0)
   return _lstm_forward(setting, weights, xs, keep, h0, c0)[0]
@@ -287,17 +293,20 @@ def _lstm_lean(unroll_steps, weights, xs, keep, h0, c0):
   return jnp.swapaxes(hs, 0, 1), c_last
 
 
-def _lstm_native_inputs(weights, xs, h0):
-  """``(gx, w_hh, bias)`` for the native kernels, as the XLA loop computes them."""
+def _lstm_native_inputs(setting, weights, xs, h0, train):
+  """``(inputs, w_ih, w_hh, bias)`` for the native forward kernel, and whether it projects."""
   dtype, hid = h0.dtype, h0.shape[-1]
   _, _, bias = _lstm_constants(weights, hid, dtype)
-  return _project(xs, weights[0], dtype), weights[2].astype(dtype), bias
+  if native_lib.projects(setting.project, xs.shape[-1], hid, setting.native, train):
+    return (xs.astype(dtype), weights[0].astype(dtype), weights[2].astype(dtype), bias), True
+  return (_project(xs, weights[0], dtype), weights[0], weights[2].astype(dtype), bias), False
 
 
 def _lstm_forward(setting, weights, xs, keep, h0, c0):
   if setting.native:  # residuals hold the gate activations where the XLA loop keeps z
-    acts, hs, cs = native_lib.lstm_forward(*_lstm_native_inputs(weights, xs, h0), h0, c0, keep,
-                                           train=True, threads=setting.native)
+    inputs, project = _lstm_native_inputs(setting, weights, xs, h0, train=True)
+    acts, hs, cs = native_lib.lstm_forward(*inputs, h0, c0, keep, train=True,
+                                           threads=setting.native, project=project)
     return (hs, cs[:, -1]), (weights, xs, keep, acts, hs, cs, h0, c0)
   unroll_steps = setting.unroll_steps
   w_ih, w_hh = weights[0], weights[2]

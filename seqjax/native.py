@@ -33,6 +33,24 @@ _TARGETS = {"forward_train": "SeqjaxLstmForwardTrain", "forward_infer": "SeqjaxL
 # least 16 hidden units (one vector).
 THREADS: int | None = None
 
+# Whether the forward kernel also does the input projection, multiplying [x_t, h_prev] by
+# [w_ih; w_hh] at every step instead of reading xs @ w_ih from one large XLA matmul. None
+# decides per call (see projects); True or False forces it.
+PROJECT: bool | None = None
+# Per-thread weights up to which a training forward projects inside the kernel: the typical L2
+# cache of one core. Larger panels stream from L3 at every step, and the one large matmul won
+# (2-core CPU, 8x512x512x512: training 0.92 times as fast inside the kernel; inference, which
+# saves the [b, t, 4h] projection buffer, 1.07 times as fast).
+PROJECT_MAX_BYTES = 1 << 20
+
+
+def projects(project: bool | None, in_dim: int, hid: int, threads: int, train: bool) -> bool:
+  """Whether a forward kernel call projects its inputs itself (see :data:`PROJECT`)."""
+  if project is not None:
+    return project
+  panel_bytes = (in_dim + hid) * 4 * hid * 4 // max(1, min(threads, max(1, hid // 16)))
+  return not train or panel_bytes <= PROJECT_MAX_BYTES
+
 
 def build(compiler: str | None = None, output: Path = LIBRARY) -> Path:
   """Compiles ``_native/rnn_cpu.cc`` into ``output``; raises ``RuntimeError`` with the log."""
@@ -89,12 +107,12 @@ def threads() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _call(name, results, *args, masked, threads, aliases=None):
+def _call(name, results, *args, masked, threads, aliases=None, **attributes):
   if not available():
     raise RuntimeError(unavailable_reason())
   call = jax.ffi.ffi_call(_TARGETS[name], results, input_output_aliases=aliases,
                           vmap_method="sequential")
-  return call(*args, masked=int(masked), threads=int(threads))
+  return call(*args, masked=int(masked), threads=int(threads), **attributes)
 
 
 def _keep(keep, batch):
@@ -102,23 +120,29 @@ def _keep(keep, batch):
   return jnp.zeros((1,), jnp.float32) if keep is None else keep[..., 0]
 
 
-def lstm_forward(gx, w_hh, bias, h0, c0, keep, train: bool, threads: int):
-  """The fused LSTM's forward loop from ``gx = xs @ w_ih`` and ``bias = (b_ih + b_hh) * scale``.
+def lstm_forward(inputs, w_ih, w_hh, bias, h0, c0, keep, train: bool, threads: int,
+                 project: bool):
+  """The fused LSTM's forward loop.
 
-  Returns ``(acts, hs, cs)`` if ``train`` (the gate activations i, f, g, o, ``[b, t, 4h]``, and
-  the carries after every step), else ``(hs, c_last)``.
+  With ``project``, ``inputs`` are the layer's inputs ``xs [b, t, d]`` and every step multiplies
+  ``[x_t, h_prev]`` by ``[w_ih; w_hh]``; otherwise ``inputs`` is the input projection
+  ``gx = xs @ w_ih`` (``w_ih`` unused) and a step multiplies ``h_prev`` by ``w_hh``.
+  ``bias = (b_ih + b_hh) * scale``. Returns ``(acts, hs, cs)`` if ``train`` (the gate
+  activations i, f, g, o, ``[b, t, 4h]``, and the carries after every step), else
+  ``(hs, c_last)``.
   """
-  batch, time, gates = gx.shape
-  hid = gates // 4
+  batch, time = inputs.shape[:2]
+  hid = w_hh.shape[0]
   seq = jax.ShapeDtypeStruct((batch, time, hid), jnp.float32)
   if train:
-    results = (jax.ShapeDtypeStruct(gx.shape, jnp.float32), seq, seq)
+    results = (jax.ShapeDtypeStruct((batch, time, 4 * hid), jnp.float32), seq, seq)
   else:
     results = (seq, jax.ShapeDtypeStruct((batch, hid), jnp.float32))
-  # Not written over gx: XLA then copies the projection's output first (measured 2 ms a call
-  # at 16x256x128x128), more than the second buffer costs.
-  return _call("forward_train" if train else "forward_infer", results, gx, w_hh, bias, h0, c0,
-               _keep(keep, batch), masked=keep is not None, threads=threads)
+  if not project:
+    w_ih = jnp.zeros((1,), jnp.float32)  # unused by the kernel
+  return _call("forward_train" if train else "forward_infer", results, inputs, w_ih, w_hh, bias,
+               h0, c0, _keep(keep, batch), masked=keep is not None, threads=threads,
+               project=int(project))
 
 
 def lstm_backward(dhs, acts, cs, c0, keep, w_hh, dc_last, threads: int):

@@ -61,6 +61,29 @@ def test_native_matches_scan_outputs_carries_and_all_gradients(h, lengths, rever
   assert _kernels_in(loss, params, xs, carry) == {"SeqjaxLstmForwardTrain", "SeqjaxLstmBackward"}
 
 
+@pytest.mark.parametrize("project", [True, False], ids=["projects", "reads-gx"])
+@pytest.mark.parametrize("lengths, reverse", [(None, False), (LENGTHS, True)],
+                         ids=["full", "ragged"])
+def test_either_forward_kernel_input_matches_scan(monkeypatch, project, lengths, reverse):
+  # The forward kernel multiplies [x_t, h_prev] by [w_ih; w_hh] itself, or reads xs @ w_ih.
+  monkeypatch.setattr(native, "PROJECT", project)
+  cell, params, xs = _setup(40, seed=21)
+  fastpath_checks.check_against_scan("fused", cell, params, xs, _carry(cell, 40, seed=22),
+                                     lengths=lengths, reverse=reverse)
+
+
+def test_the_kernel_projects_unless_training_weights_outgrow_the_cache(monkeypatch):
+  monkeypatch.setattr(native, "PROJECT", None)
+  assert native.projects(None, 512, 512, 2, train=False)      # inference: always
+  assert not native.projects(None, 512, 512, 2, train=True)   # 4 MiB per thread
+  assert native.projects(None, 256, 256, 2, train=True)       # 1 MiB per thread
+  assert native.projects(True, 512, 512, 2, train=True) and not native.projects(
+      False, 128, 128, 2, train=False)
+  monkeypatch.setattr(native, "PROJECT", "sometimes")
+  with pytest.raises(ValueError, match="native.PROJECT must be None, True or False"):
+    fused.native_setting()
+
+
 @pytest.mark.parametrize("lengths, reverse", [(None, False), (LENGTHS, True)],
                          ids=["full", "ragged-reverse"])
 def test_native_forward_without_gradient_matches_scan(lengths, reverse):
@@ -194,12 +217,17 @@ def test_missing_or_stale_library_is_reported_and_auto_falls_back(monkeypatch, t
 
 def test_kernel_names_a_wrong_shape():
   h = 16
-  gx = jnp.zeros((2, 3, 4 * h))
-  w_hh = jnp.zeros((h + 1, 4 * h))  # one row too many
-  carry = jnp.zeros((2, h))
-  with pytest.raises(Exception, match=r"w_hh has shape \[17,64,\], expected \[16,64,\]"):
-    jax.block_until_ready(native.lstm_forward(gx, w_hh, jnp.zeros(4 * h), carry, carry, None,
-                                              train=False, threads=2))
+  xs, carry = jnp.zeros((2, 3, 5)), jnp.zeros((2, h))
+  w_ih = jnp.zeros((6, 4 * h))  # one input row too many
+  with pytest.raises(Exception, match=r"w_ih has shape \[6,64,\], expected \[5,64,\]"):
+    jax.block_until_ready(native.lstm_forward(xs, w_ih, jnp.zeros((h, 4 * h)), jnp.zeros(4 * h),
+                                              carry, carry, None, train=False, threads=2,
+                                              project=True))
+  gx = jnp.zeros((2, 3, 4 * h + 4))  # not 4 * h wide
+  with pytest.raises(Exception, match=r"gx has shape \[2,3,68,\], expected \[2,3,64,\]"):
+    jax.block_until_ready(native.lstm_forward(gx, None, jnp.zeros((h, 4 * h)), jnp.zeros(4 * h),
+                                              carry, carry, None, train=True, threads=2,
+                                              project=False))
 
 
 def test_build_reports_a_compiler_failure(tmp_path):

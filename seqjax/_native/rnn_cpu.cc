@@ -257,8 +257,10 @@ inline void ForwardUnits(int64_t b, int64_t t, int64_t j, int64_t jl, int64_t ti
   const int64_t g = 4 * hid, row = b * time + t;
   V act[4];
   for (int q = 0; q < 4; ++q) {
-    const V z = (Load<V>(gx + row * g + q * hid + j) + Load<V>(mm + q * padded + jl)) * kScale[q] +
-                Load<V>(bias + q * hid + j);
+    // gx: the input projection from XLA, or nullptr when the matmul included the inputs.
+    const V pre = gx != nullptr ? Load<V>(gx + row * g + q * hid + j) + Load<V>(mm + q * padded + jl)
+                                : Load<V>(mm + q * padded + jl);
+    const V z = pre * kScale[q] + Load<V>(bias + q * hid + j);
     act[q] = Tanh(z) * kScale[q] + (1.0f - kScale[q]);
     if (kTrain) Store(acts + row * g + q * hid + j, act[q]);
   }
@@ -276,42 +278,53 @@ inline void ForwardUnits(int64_t b, int64_t t, int64_t j, int64_t jl, int64_t ti
   if (kTrain) Store(cs + row * hid + j, c_new);
 }
 
+// The forward loop. With xs [b, t, d] and w_ih [d, g] (gx nullptr) each step's matmul takes
+// [x_t, h_prev] @ [w_ih; w_hh], the input projection included; with gx [b, t, g] (xs nullptr)
+// it takes h_prev @ w_hh and adds gx.
 template <bool kTrain>
-void LstmForward(int64_t batch, int64_t time, int64_t hid, int threads, const float* gx,
-                 const float* w_hh, const float* bias, const float* h0, const float* c0,
-                 const float* keep, float* acts, float* hs, float* cs, float* c_last) {
-  const int64_t g = 4 * hid;
+void LstmForward(int64_t batch, int64_t time, int64_t in_dim, int64_t hid, int threads,
+                 const float* xs, const float* w_ih, const float* gx, const float* w_hh,
+                 const float* bias, const float* h0, const float* c0, const float* keep,
+                 float* acts, float* hs, float* cs, float* c_last) {
+  const int64_t g = 4 * hid, in = xs != nullptr ? in_dim : 0, depth = in + hid;
   const std::vector<Slice> slices = Slices(hid, Threads(threads, hid));
-  Barrier barrier(static_cast<int>(slices.size()));
-  // The hidden state of the last two steps, [2, b, h], contiguous for the matmul (rows of hs
-  // lie t * h floats apart and fall into the same L1 cache sets): step t reads buffer (t + 1) % 2
-  // and writes buffer t % 2; the barrier after every step keeps the two apart.
-  // Rows padded by one cache line, so the rows a matmul tile reads do not share L1 sets.
-  const int64_t ldh = hid + kLanes;
-  std::vector<float> h_buffers(2 * batch * ldh);
-  for (int64_t b = 0; b < batch; ++b)
-    std::memcpy(&h_buffers[(batch + b) * ldh], h0 + b * hid, hid * sizeof(float));
-  RunThreads(static_cast<int>(slices.size()), [&](int thread) {
+  const int n_threads = static_cast<int>(slices.size());
+  Barrier barrier(n_threads);
+  // The matmul's input rows [x_t, h_prev] of the last two steps, [2, b, ld], contiguous (rows
+  // of xs and hs lie t * d and t * h floats apart and fall into the same L1 cache sets), rows
+  // padded by one cache line for the same reason. Step t reads buffer (t + 1) % 2 and writes
+  // buffer t % 2 (its h and the next step's x); the barrier after every step keeps them apart.
+  const int64_t ld = depth + kLanes;
+  std::vector<float> buffers(2 * batch * ld);
+  for (int64_t b = 0; b < batch; ++b) {
+    float* row = &buffers[(batch + b) * ld];
+    if (in > 0) std::memcpy(row, xs + b * time * in, in * sizeof(float));
+    std::memcpy(row + in, h0 + b * hid, hid * sizeof(float));
+  }
+  RunThreads(n_threads, [&](int thread) {
     const Slice s = slices[thread];
     const int64_t n = 4 * s.padded;
-    // This thread's columns of w_hh, gate by gate, each gate's block padded to whole vectors.
-    std::vector<float> columns(hid * n, 0.0f), mm(batch * n), c_state(batch * s.padded);
-    for (int64_t k = 0; k < hid; ++k)
+    // This thread's columns of [w_ih; w_hh], gate by gate, each gate's block padded to whole
+    // vectors.
+    std::vector<float> columns(depth * n, 0.0f), mm(batch * n), c_state(batch * s.padded);
+    for (int64_t k = 0; k < depth; ++k) {
+      const float* w_row = k < in ? w_ih + k * g : w_hh + (k - in) * g;
       for (int q = 0; q < 4; ++q)
-        std::memcpy(&columns[k * n + q * s.padded], w_hh + k * g + q * hid + s.begin,
+        std::memcpy(&columns[k * n + q * s.padded], w_row + q * hid + s.begin,
                     s.size() * sizeof(float));
-    const std::vector<float> packed = Pack(columns, hid, n);
+    }
+    const std::vector<float> packed = Pack(columns, depth, n);
     for (int64_t b = 0; b < batch; ++b)
       std::memcpy(&c_state[b * s.padded], c0 + b * hid + s.begin, s.size() * sizeof(float));
     for (int64_t t = 0; t < time; ++t) {
-      const float* h_prev = &h_buffers[((t + 1) % 2) * batch * ldh];
-      float* h_next = &h_buffers[(t % 2) * batch * ldh];
-      Gemm(batch, n, hid, h_prev, ldh, packed.data(), mm.data());
+      const float* prev = &buffers[((t + 1) % 2) * batch * ld];
+      float* next = &buffers[(t % 2) * batch * ld];
+      Gemm(batch, n, depth, prev, ld, packed.data(), mm.data());
       for (int64_t b = 0; b < batch; ++b) {
         const float* mm_b = &mm[b * n];
-        const float* h_prev_b = h_prev + b * ldh + s.begin;
+        const float* h_prev_b = prev + b * ld + in + s.begin;
         float* c_b = &c_state[b * s.padded];
-        float* h_b = h_next + b * ldh + s.begin;
+        float* h_b = next + b * ld + in + s.begin;
         int64_t jl = 0;
         for (; jl + kLanes <= s.size(); jl += kLanes)
           ForwardUnits<vf, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
@@ -319,6 +332,8 @@ void LstmForward(int64_t batch, int64_t time, int64_t hid, int threads, const fl
         for (; jl < s.size(); ++jl)
           ForwardUnits<float, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
                                       h_prev_b + jl, c_b + jl, keep, h_b + jl, acts, hs, cs);
+        if (in > 0 && t + 1 < time && b % n_threads == thread)  // the next step's inputs
+          std::memcpy(next + b * ld, xs + (b * time + t + 1) * in, in * sizeof(float));
       }
       barrier.Wait();
     }
@@ -438,14 +453,18 @@ ffi::Error Expect(const char* name, ffi::Span<const int64_t> dims,
 using F32 = ffi::Buffer<ffi::F32>;
 using F32Out = ffi::ResultBuffer<ffi::F32>;
 
-ffi::Error CheckForward(const F32& gx, const F32& w_hh, const F32& bias, const F32& h0,
-                        const F32& c0, const F32& keep, bool masked, int64_t* batch,
-                        int64_t* time, int64_t* hid) {
-  auto dims = gx.dimensions();
-  if (dims.size() != 3 || dims[2] % 4 != 0)
-    return ffi::Error::InvalidArgument("seqjax lstm kernel: gx must be [b, t, 4h]");
-  *batch = dims[0], *time = dims[1], *hid = dims[2] / 4;
-  SEQJAX_CHECK(Expect("w_hh", w_hh.dimensions(), {*hid, 4 * *hid}));
+// The forward's inputs: (xs [b, t, d], w_ih [d, g]) when project, else (gx [b, t, g], unused).
+ffi::Error CheckForward(const F32& inputs, const F32& w_ih, const F32& w_hh, const F32& bias,
+                        const F32& h0, const F32& c0, const F32& keep, bool masked, bool project,
+                        int64_t* batch, int64_t* time, int64_t* in_dim, int64_t* hid) {
+  auto dims = inputs.dimensions();
+  auto w_dims = w_hh.dimensions();
+  if (dims.size() != 3 || w_dims.size() != 2 || w_dims[1] != 4 * w_dims[0])
+    return ffi::Error::InvalidArgument(
+        "seqjax lstm kernel: needs inputs [b, t, d] (or gx [b, t, 4h]) and w_hh [h, 4h]");
+  *batch = dims[0], *time = dims[1], *hid = w_dims[0], *in_dim = project ? dims[2] : 0;
+  if (project) SEQJAX_CHECK(Expect("w_ih", w_ih.dimensions(), {*in_dim, 4 * *hid}));
+  else SEQJAX_CHECK(Expect("gx", dims, {*batch, *time, 4 * *hid}));
   SEQJAX_CHECK(Expect("bias", bias.dimensions(), {4 * *hid}));
   SEQJAX_CHECK(Expect("h0", h0.dimensions(), {*batch, *hid}));
   SEQJAX_CHECK(Expect("c0", c0.dimensions(), {*batch, *hid}));
@@ -453,26 +472,34 @@ ffi::Error CheckForward(const F32& gx, const F32& w_hh, const F32& bias, const F
   return ffi::Error::Success();
 }
 
-ffi::Error LstmForwardTrainImpl(F32 gx, F32 w_hh, F32 bias, F32 h0, F32 c0, F32 keep, F32Out acts,
-                                F32Out hs, F32Out cs, int64_t masked, int64_t threads) {
-  int64_t batch, time, hid;
-  SEQJAX_CHECK(CheckForward(gx, w_hh, bias, h0, c0, keep, masked, &batch, &time, &hid));
-  LstmForward<true>(batch, time, hid, threads, gx.typed_data(), w_hh.typed_data(),
-                    bias.typed_data(), h0.typed_data(), c0.typed_data(),
-                    masked ? keep.typed_data() : nullptr, acts->typed_data(), hs->typed_data(),
-                    cs->typed_data(), nullptr);
+template <bool kTrain>
+ffi::Error Forward(const F32& inputs, const F32& w_ih, const F32& w_hh, const F32& bias,
+                   const F32& h0, const F32& c0, const F32& keep, float* acts, float* hs,
+                   float* cs, float* c_last, int64_t masked, int64_t project, int64_t threads) {
+  int64_t batch, time, in_dim, hid;
+  SEQJAX_CHECK(CheckForward(inputs, w_ih, w_hh, bias, h0, c0, keep, masked, project, &batch,
+                            &time, &in_dim, &hid));
+  LstmForward<kTrain>(batch, time, in_dim, hid, threads,
+                      project ? inputs.typed_data() : nullptr,
+                      project ? w_ih.typed_data() : nullptr,
+                      project ? nullptr : inputs.typed_data(), w_hh.typed_data(),
+                      bias.typed_data(), h0.typed_data(), c0.typed_data(),
+                      masked ? keep.typed_data() : nullptr, acts, hs, cs, c_last);
   return ffi::Error::Success();
 }
 
-ffi::Error LstmForwardInferImpl(F32 gx, F32 w_hh, F32 bias, F32 h0, F32 c0, F32 keep, F32Out hs,
-                                F32Out c_last, int64_t masked, int64_t threads) {
-  int64_t batch, time, hid;
-  SEQJAX_CHECK(CheckForward(gx, w_hh, bias, h0, c0, keep, masked, &batch, &time, &hid));
-  LstmForward<false>(batch, time, hid, threads, gx.typed_data(), w_hh.typed_data(),
-                     bias.typed_data(), h0.typed_data(), c0.typed_data(),
-                     masked ? keep.typed_data() : nullptr, nullptr, hs->typed_data(), nullptr,
-                     c_last->typed_data());
-  return ffi::Error::Success();
+ffi::Error LstmForwardTrainImpl(F32 inputs, F32 w_ih, F32 w_hh, F32 bias, F32 h0, F32 c0,
+                                F32 keep, F32Out acts, F32Out hs, F32Out cs, int64_t masked,
+                                int64_t project, int64_t threads) {
+  return Forward<true>(inputs, w_ih, w_hh, bias, h0, c0, keep, acts->typed_data(),
+                       hs->typed_data(), cs->typed_data(), nullptr, masked, project, threads);
+}
+
+ffi::Error LstmForwardInferImpl(F32 inputs, F32 w_ih, F32 w_hh, F32 bias, F32 h0, F32 c0,
+                                F32 keep, F32Out hs, F32Out c_last, int64_t masked,
+                                int64_t project, int64_t threads) {
+  return Forward<false>(inputs, w_ih, w_hh, bias, h0, c0, keep, nullptr, hs->typed_data(),
+                        nullptr, c_last->typed_data(), masked, project, threads);
 }
 
 ffi::Error LstmBackwardImpl(F32 dhs, F32 acts, F32 cs, F32 c0, F32 keep, F32 w_hh, F32 dc_last,
@@ -508,10 +535,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
                                   .Arg<F32>()
                                   .Arg<F32>()
                                   .Arg<F32>()
+                                  .Arg<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Attr<int64_t>("masked")
+                                  .Attr<int64_t>("project")
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardInfer, LstmForwardInferImpl,
@@ -522,9 +551,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardInfer, LstmForwardInferImpl,
                                   .Arg<F32>()
                                   .Arg<F32>()
                                   .Arg<F32>()
+                                  .Arg<F32>()
                                   .Ret<F32>()
                                   .Ret<F32>()
                                   .Attr<int64_t>("masked")
+                                  .Attr<int64_t>("project")
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
