@@ -4,9 +4,10 @@ XLA:CPU runs the recurrent matmul of one step (``[16, 128] @ [128, 512]`` at the
 smallest shape) on one core, and every small operation of a step costs it a dispatch. The
 kernels in ``_native/rnn_cpu.cc`` run each of the fused LSTM's two loops (``fused.py``) as one
 call that splits the hidden units between threads: every thread multiplies the whole previous
-hidden state by its own columns of ``w_hh``, does the gate arithmetic of its own units, and the
-threads meet at one barrier per step. Everything else (the input projection, the backward's
-coefficients and the weight gradients) stays in XLA.
+hidden state (and, when it projects, the step's input) by its own columns of the weights, does
+the gate arithmetic of its own units, and the threads meet at one barrier per step. The
+backward kernel computes each step's coefficients itself. The weight gradients, ``dxs`` and
+(for large training layers) the input projection stay large XLA matmuls.
 
 The library is built by ``make install`` (or ``python -m seqjax._native``) with the system's C++
 compiler against the installed jaxlib's FFI headers. Where it is missing, the fused path runs
