@@ -525,50 +525,23 @@ ffi::Error LstmBackwardImpl(F32 dhs, F32 acts, F32 cs, F32 c0, F32 keep, F32 w_h
   return ffi::Error::Success();
 }
 
+// Every handler takes seven float32 buffers (see the shapes at the top of this file).
+auto SevenBuffers() {
+  return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardTrain, LstmForwardTrainImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("masked")
-                                  .Attr<int64_t>("project")
+                              SevenBuffers().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<int64_t>("masked").Attr<int64_t>("project")
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardInfer, LstmForwardInferImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("masked")
-                                  .Attr<int64_t>("project")
+                              SevenBuffers().Ret<F32>().Ret<F32>()
+                                  .Attr<int64_t>("masked").Attr<int64_t>("project")
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Arg<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Ret<F32>()
-                                  .Attr<int64_t>("masked")
-                                  .Attr<int64_t>("threads"));
+                              SevenBuffers().Ret<F32>().Ret<F32>().Ret<F32>()
+                                  .Attr<int64_t>("masked").Attr<int64_t>("threads"));
