@@ -147,13 +147,15 @@ def lstm_forward(inputs, w_ih, w_hh, bias, h0, c0, keep, train: bool, threads: i
 
 
 def lstm_backward(dhs, acts, cs, c0, keep, w_hh, dc_last, threads: int):
-  """The fused LSTM's backward loop: ``(dgates, dh0, dc0)``.
+  """The fused LSTM's backward loop: ``(dgates, dh0, dc0, dbias)``.
 
   ``dgates`` are the gradients of the gates' pre-activations, written over ``acts`` (XLA copies
-  ``acts`` first where it cannot give its buffer away).
+  ``acts`` first where it cannot give its buffer away); ``dbias`` is their sum over batch and
+  time, the gradient of either bias.
   """
   batch, _, hid = dhs.shape
   carry = jax.ShapeDtypeStruct((batch, hid), jnp.float32)
-  results = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), carry, carry)
+  results = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), carry, carry,
+             jax.ShapeDtypeStruct((4 * hid,), jnp.float32))
   return _call("backward", results, dhs, acts, cs, c0, _keep(keep, batch), w_hh, dc_last,
                masked=keep is not None, threads=threads, aliases={1: 0})

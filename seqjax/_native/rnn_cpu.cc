@@ -14,7 +14,8 @@
 //                  -> infer: hs [b, t, h], c_last [b, h]
 //   lstm_backward: dhs [b, t, h], acts [b, t, g] (aliased to dgates), cs [b, t, h], c0 [b, h],
 //                  keep, w_hh [h, g], dc_last [b, h]
-//                  -> dgates [b, t, g] (of the pre-activations), dh0 [b, h], dc0 [b, h]
+//                  -> dgates [b, t, g] (of the pre-activations), dh0 [b, h], dc0 [b, h],
+//                     dbias [g] (dgates summed over batch and time)
 // Gate order i, f, g, o; scale 0.5 for the sigmoid gates i, f, o and 1 for g.
 
 #include <algorithm>
@@ -379,7 +380,7 @@ inline void BackwardUnits(int64_t row, int64_t j, int64_t hid, const float* dhs,
 void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const float* dhs,
                   const float* acts, const float* cs, const float* c0, const float* keep,
                   const float* w_hh, const float* dc_last, float* dgates, float* dh0,
-                  float* dc0) {
+                  float* dc0, float* dbias) {
   const int64_t g = 4 * hid;
   const std::vector<Slice> slices = Slices(hid, Threads(threads, hid));
   Barrier barrier(static_cast<int>(slices.size()));
@@ -398,6 +399,10 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
     const std::vector<float> packed = Pack(columns, g, n);
     for (int64_t b = 0; b < batch; ++b)
       std::memcpy(&dc_state[b * n], dc_last + b * hid + s.begin, s.size() * sizeof(float));
+    // The bias gradient of this thread's gate columns: each step's sum over the batch (float),
+    // added up over the steps in double. It saves XLA a pass over all of dgates.
+    std::vector<double> dbias_sum(4 * n, 0.0);
+    std::vector<float> step_sum(4 * n);
     for (int64_t t = time - 1; t >= 0; --t) {
       float* dg_t = &dg_buffers[(t % 2) * batch * ldg];
       for (int64_t b = 0; b < batch; ++b) {
@@ -414,6 +419,14 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
                                &dh_state[b * n + jl], &dc_state[b * n + jl], dgates,
                                dg_t + b * ldg + s.begin + jl);
       }
+      std::fill(step_sum.begin(), step_sum.end(), 0.0f);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int q = 0; q < 4; ++q) {
+          const float* dg = dg_t + b * ldg + q * hid + s.begin;
+          float* sum = &step_sum[q * n];
+          for (int64_t jl = 0; jl < s.size(); ++jl) sum[jl] += dg[jl];
+        }
+      for (int64_t i = 0; i < 4 * n; ++i) dbias_sum[i] += step_sum[i];
       barrier.Wait();  // every unit's gate gradients of step t are written
       Gemm(batch, n, g, dg_t, ldg, packed.data(), mm.data());
       for (int64_t b = 0; b < batch; ++b) {
@@ -429,6 +442,9 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
       std::memcpy(dh0 + b * hid + s.begin, &dh_state[b * n], s.size() * sizeof(float));
       std::memcpy(dc0 + b * hid + s.begin, &dc_state[b * n], s.size() * sizeof(float));
     }
+    for (int q = 0; q < 4; ++q)
+      for (int64_t jl = 0; jl < s.size(); ++jl)
+        dbias[q * hid + s.begin + jl] = static_cast<float>(dbias_sum[q * n + jl]);
   });
 }
 
@@ -503,8 +519,8 @@ ffi::Error LstmForwardInferImpl(F32 inputs, F32 w_ih, F32 w_hh, F32 bias, F32 h0
 }
 
 ffi::Error LstmBackwardImpl(F32 dhs, F32 acts, F32 cs, F32 c0, F32 keep, F32 w_hh, F32 dc_last,
-                            F32Out dgates, F32Out dh0, F32Out dc0, int64_t masked,
-                            int64_t threads) {
+                            F32Out dgates, F32Out dh0, F32Out dc0, F32Out dbias,
+                            int64_t masked, int64_t threads) {
   auto dims = acts.dimensions();
   if (dims.size() != 3 || dims[2] % 4 != 0)
     return ffi::Error::InvalidArgument("seqjax lstm kernel: acts must be [b, t, 4h]");
@@ -521,7 +537,7 @@ ffi::Error LstmBackwardImpl(F32 dhs, F32 acts, F32 cs, F32 c0, F32 keep, F32 w_h
   LstmBackward(batch, time, hid, threads, dhs.typed_data(), dgates->typed_data(),
                cs.typed_data(), c0.typed_data(), masked ? keep.typed_data() : nullptr,
                w_hh.typed_data(), dc_last.typed_data(), dgates->typed_data(), dh0->typed_data(),
-               dc0->typed_data());
+               dc0->typed_data(), dbias->typed_data());
   return ffi::Error::Success();
 }
 
@@ -543,5 +559,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardInfer, LstmForwardInferImpl,
                                   .Attr<int64_t>("threads"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
-                              SevenBuffers().Ret<F32>().Ret<F32>().Ret<F32>()
+                              SevenBuffers().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<int64_t>("masked").Attr<int64_t>("threads"));
