@@ -134,9 +134,9 @@ def native_setting() -> tuple[bool | None, int, bool | None]:
   return NATIVE, native_lib.threads(), native_lib.PROJECT
 
 
-def _native_threads(cell: cells_lib.Cell, params, carry, setting) -> int:
+def _native_threads(cell: cells_lib.Cell, params, carry, native: bool | None,
+                    threads: int) -> int:
   """Threads of the native kernels for this layer, 0 for the XLA loops (see :data:`NATIVE`)."""
-  native, threads, _ = setting if setting is not None else native_setting()
   if native is False or cell.name != "lstm":
     return 0
   dtypes = {jnp.dtype(leaf.dtype) for leaf in (params["w_hh"], *jax.tree.leaves(carry))}
@@ -185,9 +185,9 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
+  use_native, threads, project = native if native is not None else native_setting()
   setting = _Setting(int(unroll_steps), _lean_forward(forward), jax.default_backend() == "cpu",
-                     _native_threads(cell, params, carry, native),
-                     (native if native is not None else native_setting())[2])
+                     _native_threads(cell, params, carry, use_native, threads), project)
   if cell.name == "lstm":
     h0, c0 = carry
     hs, c_last = _lstm(setting, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
@@ -307,7 +307,7 @@ def _lstm_native_inputs(setting, weights, xs, h0, train):
   _, _, bias = _lstm_constants(weights, hid, dtype)
   if native_lib.projects(setting.project, xs.shape[-1], hid, setting.native, train):
     return (xs.astype(dtype), weights[0].astype(dtype), weights[2].astype(dtype), bias), True
-  return (_project(xs, weights[0], dtype), weights[0], weights[2].astype(dtype), bias), False
+  return (_project(xs, weights[0], dtype), None, weights[2].astype(dtype), bias), False
 
 
 def _lstm_forward(setting, weights, xs, keep, h0, c0):

@@ -49,7 +49,8 @@ def projects(project: bool | None, in_dim: int, hid: int, threads: int, train: b
   """Whether a forward kernel call projects its inputs itself (see :data:`PROJECT`)."""
   if project is not None:
     return project
-  panel_bytes = (in_dim + hid) * 4 * hid * 4 // max(1, min(threads, max(1, hid // 16)))
+  # The kernel runs min(threads, hid // 16) threads (at least one), as Threads() in rnn_cpu.cc.
+  panel_bytes = (in_dim + hid) * 4 * hid * 4 // max(1, min(threads, hid // 16))
   return not train or panel_bytes <= PROJECT_MAX_BYTES
 
 
@@ -127,7 +128,8 @@ def lstm_forward(inputs, w_ih, w_hh, bias, h0, c0, keep, train: bool, threads: i
 
   With ``project``, ``inputs`` are the layer's inputs ``xs [b, t, d]`` and every step multiplies
   ``[x_t, h_prev]`` by ``[w_ih; w_hh]``; otherwise ``inputs`` is the input projection
-  ``gx = xs @ w_ih`` (``w_ih`` unused) and a step multiplies ``h_prev`` by ``w_hh``.
+  ``gx = xs @ w_ih`` (``w_ih`` is ignored, may be None) and a step multiplies ``h_prev`` by
+  ``w_hh``.
   ``bias = (b_ih + b_hh) * scale``. Returns ``(acts, hs, cs)`` if ``train`` (the gate
   activations i, f, g, o, ``[b, t, 4h]``, and the carries after every step), else
   ``(hs, c_last)``.
@@ -140,7 +142,7 @@ def lstm_forward(inputs, w_ih, w_hh, bias, h0, c0, keep, train: bool, threads: i
   else:
     results = (seq, jax.ShapeDtypeStruct((batch, hid), jnp.float32))
   if not project:
-    w_ih = jnp.zeros((1,), jnp.float32)  # unused by the kernel
+    w_ih = jnp.zeros((1,), jnp.float32)  # a placeholder the kernel does not read
   return _call("forward_train" if train else "forward_infer", results, inputs, w_ih, w_hh, bias,
                h0, c0, _keep(keep, batch), masked=keep is not None, threads=threads,
                project=int(project))

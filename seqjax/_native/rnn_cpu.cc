@@ -7,9 +7,11 @@
 // its units), does the gate arithmetic of its units and waits at one barrier per step for the
 // others to finish theirs.
 //
-// Shapes (batch-major, float32, as seqjax/fused.py): b batch, t time, h hidden units, g = 4h.
-//   lstm_forward:  gx [b, t, g] (xs @ w_ih), w_hh [h, g], bias [g] ((b_ih + b_hh) * scale),
-//                  h0, c0 [b, h], keep [b, t] (or [1] with masked = 0)
+// Shapes (batch-major, float32, as seqjax/fused.py): b batch, t time, d inputs, h hidden units,
+// g = 4h.
+//   lstm_forward:  inputs, w_ih, w_hh [h, g], bias [g] ((b_ih + b_hh) * scale), h0, c0 [b, h],
+//                  keep [b, t] (or [1] with masked = 0); with project = 1 inputs are xs [b, t, d]
+//                  and w_ih is [d, g], else inputs are gx [b, t, g] (xs @ w_ih, w_ih unread)
 //                  -> train: acts [b, t, g] (gate activations), hs [b, t, h], cs [b, t, h]
 //                  -> infer: hs [b, t, h], c_last [b, h]
 //   lstm_backward: dhs [b, t, h], acts [b, t, g] (aliased to dgates), cs [b, t, h], c0 [b, h],
