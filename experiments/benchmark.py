@@ -105,9 +105,9 @@ def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int,
 
   Within a round, each implementation gets ``settle_seconds`` of idle time, one untimed call and
   then its timed call, as a training loop calls it back to back. On a CPU the libraries' worker
-  threads spin for a while after a call (PyTorch's OpenMP threads for 5 to 20 ms on the 2-core
-  machine), and the next library's call would otherwise share the cores with them: measured
-  there, seqjax's LSTM ran 1.8 times slower right after a PyTorch call than after its own.
+  threads spin for a while after a call (PyTorch's OpenMP threads, for one), and the next
+  library's call would otherwise share the cores with them (README, "How the CPU benchmark
+  times": ``--settle_ms=0`` against 50 on the 2-core machine).
   """
   names = list(fns)
   times = {name: [] for name in names}
