@@ -233,16 +233,19 @@ def _contract_rows(a, b):
   return jax.lax.dot_general(a, b.astype(a.dtype), (((0, 1), (0, 1)), ((), ())))
 
 
-def _input_grads(weights, xs, dgx, dgh, h_prev, bias_sums=None):
+def _input_grads(weights, xs, dgx, dgh, h_prev, bias_sums=None, weight_grads=None):
   """Gradients of the input and of all four weights, each one large op after the time loop.
 
-  ``bias_sums``: ``(sum of dgx, sum of dgh)`` over batch and time where a loop already has them.
+  ``bias_sums``: ``(sum of dgx, sum of dgh)`` over batch and time where a loop already has them;
+  ``weight_grads``: ``(dw_ih, dw_hh)`` where a kernel already has them (``h_prev`` unused).
   """
   w_ih, b_ih, w_hh, b_hh = weights
   dtype = dgx.dtype
   dxs = jnp.dot(dgx, w_ih.T.astype(dtype)).astype(xs.dtype)
-  dw_ih = _contract_rows(xs.astype(dtype), dgx).astype(w_ih.dtype)
-  dw_hh = _contract_rows(h_prev, dgh).astype(w_hh.dtype)
+  if weight_grads is None:
+    weight_grads = (_contract_rows(xs.astype(dtype), dgx), _contract_rows(h_prev, dgh))
+  dw_ih = weight_grads[0].astype(w_ih.dtype)
+  dw_hh = weight_grads[1].astype(w_hh.dtype)
   if bias_sums is None:
     bias_sums = (jnp.sum(dgx, axis=(0, 1)), jnp.sum(dgh, axis=(0, 1)))
   db_ih = bias_sums[0].astype(b_ih.dtype)
@@ -342,7 +345,9 @@ def _lstm_backward(setting, residuals, cotangents):
   if setting.native:  # the kernel computes the coefficients below step by step
     dgates, dh0, dc0, dbias = native_lib.lstm_backward(
         dhs, zs, cs, c0, keep, w_hh.astype(h0.dtype), dc_last.astype(h0.dtype), setting.native)
-    dweights, dxs = _input_grads(weights, xs, dgates, dgates, _shifted(hs, h0), (dbias, dbias))
+    weight_grads = native_lib.lstm_weight_grads(xs.astype(h0.dtype), hs, h0, dgates,
+                                                setting.native)
+    dweights, dxs = _input_grads(weights, xs, dgates, dgates, None, (dbias, dbias), weight_grads)
     return dweights, dxs, None if keep is None else jnp.zeros_like(keep), dh0, dc0
   dtype, time, hid = zs.dtype, zs.shape[1], h0.shape[-1]
   scale = _lstm_scales(hid, dtype)

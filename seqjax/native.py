@@ -28,7 +28,7 @@ import jax.numpy as jnp
 SOURCE = Path(__file__).with_name("_native") / "rnn_cpu.cc"
 LIBRARY = SOURCE.with_name("librnn_cpu.so")
 _TARGETS = {"forward_train": "SeqjaxLstmForwardTrain", "forward_infer": "SeqjaxLstmForwardInfer",
-            "backward": "SeqjaxLstmBackward"}
+            "backward": "SeqjaxLstmBackward", "weight_grads": "SeqjaxLstmWeightGrads"}
 
 # Threads of one kernel call: None takes the cores this process may run on. A thread gets at
 # least 16 hidden units (one vector).
@@ -109,12 +109,12 @@ def threads() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _call(name, results, *args, masked, threads, aliases=None, **attributes):
+def _call(name, results, *args, threads, aliases=None, **attributes):
   if not available():
     raise RuntimeError(unavailable_reason())
   call = jax.ffi.ffi_call(_TARGETS[name], results, input_output_aliases=aliases,
                           vmap_method="sequential")
-  return call(*args, masked=int(masked), threads=int(threads), **attributes)
+  return call(*args, threads=int(threads), **attributes)
 
 
 def _keep(keep, batch):
@@ -144,7 +144,7 @@ def lstm_forward(inputs, w_ih, w_hh, bias, h0, c0, keep, train: bool, threads: i
   if not project:
     w_ih = jnp.zeros((1,), jnp.float32)  # a placeholder the kernel does not read
   return _call("forward_train" if train else "forward_infer", results, inputs, w_ih, w_hh, bias,
-               h0, c0, _keep(keep, batch), masked=keep is not None, threads=threads,
+               h0, c0, _keep(keep, batch), masked=int(keep is not None), threads=threads,
                project=int(project))
 
 
@@ -160,4 +160,17 @@ def lstm_backward(dhs, acts, cs, c0, keep, w_hh, dc_last, threads: int):
   results = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), carry, carry,
              jax.ShapeDtypeStruct((4 * hid,), jnp.float32))
   return _call("backward", results, dhs, acts, cs, c0, _keep(keep, batch), w_hh, dc_last,
-               masked=keep is not None, threads=threads, aliases={1: 0})
+               masked=int(keep is not None), threads=threads, aliases={1: 0})
+
+
+def lstm_weight_grads(xs, hs, h0, dgates, threads: int):
+  """``(dw_ih, dw_hh)``: ``x_t^T dgates_t`` and ``h_{t-1}^T dgates_t`` summed over batch and time.
+
+  ``h_{t-1}`` is ``h0`` at the first step and ``hs[:, t - 1]`` after it. The kernel reads
+  ``xs [b, t, d]`` and ``hs [b, t, h]`` as they lie, where XLA's matmuls would first transpose
+  both (two more ``[b, t, ...]`` buffers).
+  """
+  d, g = xs.shape[-1], dgates.shape[-1]
+  results = (jax.ShapeDtypeStruct((d, g), jnp.float32),
+             jax.ShapeDtypeStruct((g // 4, g), jnp.float32))
+  return _call("weight_grads", results, xs, hs, h0, dgates, threads=threads)

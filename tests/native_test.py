@@ -64,7 +64,8 @@ def test_native_matches_scan_outputs_carries_and_all_gradients(h, lengths, rever
   # ... and the fused path did run the kernels, forward and backward.
   loss = lambda p, x, c: fastpath_checks.loss_and_grads(cell, p, x, c, "fused",
                                                         lengths=lengths, reverse=reverse)
-  assert _kernels_in(loss, params, xs, carry) == {"SeqjaxLstmForwardTrain", "SeqjaxLstmBackward"}
+  assert _kernels_in(loss, params, xs, carry) == {
+      "SeqjaxLstmForwardTrain", "SeqjaxLstmBackward", "SeqjaxLstmWeightGrads"}
 
 
 @pytest.mark.parametrize("project", [True, False], ids=["projects", "reads-gx"])
@@ -234,6 +235,33 @@ def test_kernel_names_a_wrong_shape():
     jax.block_until_ready(native.lstm_forward(gx, None, jnp.zeros((h, 4 * h)), jnp.zeros(4 * h),
                                               carry, carry, None, train=True, threads=2,
                                               project=False))
+
+
+# (batch, time, d, h): 150 rows cross a 128-row pass and batch rows; g = 20 and 148 end in a
+# partial vector of 4 columns; d = 0 has no input part; 9 rows split into tiles of 5 and 4.
+@pytest.mark.parametrize("batch, time, d, h", [(3, 50, 7, 5), (2, 3, 33, 37), (1, 4, 0, 16),
+                                               (5, 1, 9, 24)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_weight_gradient_kernel_matches_a_float64_sum_over_rows(batch, time, d, h, threads):
+  rng = np.random.default_rng(batch * 1000 + time)
+  xs, hs = rng.normal(size=(batch, time, d)), rng.normal(size=(batch, time, h))
+  h0, dgates = rng.normal(size=(batch, h)), rng.normal(size=(batch, time, 4 * h))
+  h_prev = np.concatenate([h0[:, None], hs[:, :-1]], axis=1)
+  want_ih = np.einsum("btd,btg->dg", xs, dgates)
+  want_hh = np.einsum("bth,btg->hg", h_prev, dgates)
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  dw_ih, dw_hh = native.lstm_weight_grads(f32(xs), f32(hs), f32(h0), f32(dgates), threads)
+  np.testing.assert_allclose(np.asarray(dw_ih), want_ih, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(dw_hh), want_hh, rtol=1e-5, atol=1e-4)
+
+
+def test_weight_gradient_kernel_names_a_wrong_shape():
+  xs, hs, h0 = jnp.zeros((2, 3, 5)), jnp.zeros((2, 3, 16)), jnp.zeros((2, 17))
+  with pytest.raises(Exception, match=r"h0 has shape \[2,17,\], expected \[2,16,\]"):
+    jax.block_until_ready(native.lstm_weight_grads(xs, hs, h0, jnp.zeros((2, 3, 64)), 2))
+  with pytest.raises(Exception, match=r"xs has shape \[2,4,5,\], expected \[2,3,5,\]"):
+    jax.block_until_ready(native.lstm_weight_grads(jnp.zeros((2, 4, 5)), hs, h0[:, :16],
+                                                   jnp.zeros((2, 3, 64)), 2))
 
 
 def test_build_reports_a_compiler_failure(tmp_path):

@@ -83,45 +83,46 @@ template <class V> inline V Tanh(V x) {
   return p / q;
 }
 
-// C[m, n] (+)= A[m, k] @ P[k, n] for A with row stride lda and C with row stride n, n a multiple
-// of kLanes. P is packed in column panels (see Pack): a tile of MR rows by NV vectors reads its
-// panel front to back and keeps its MR * NV accumulators in registers.
-template <int MR, int NV>
-inline void Tile(const float* a, int64_t lda, const float* p, int64_t k, float* c, int64_t n,
+constexpr int kMaxRows = 8;      // rows of a tile: 8 x 2 vectors = 16 accumulators
+constexpr int kPanel = 2 * kLanes;  // columns of a panel
+constexpr int64_t kDepth = 128;  // k per pass: a 128 x 32 panel slice (16 KiB) stays in L1
+
+// C[m, n] (+)= A[m, k] @ P[k, n] for C with row stride ldc, n a multiple of kLanes. P is packed
+// in column panels (see Pack): a tile of MR rows by NV vectors reads its panel front to back
+// and keeps its MR * NV accumulators in registers. A has row stride lda, or, kPackedA, is
+// packed k-major as A[kk * kMaxRows + r] (see LstmWeightGrads).
+template <int MR, int NV, bool kPackedA = false>
+inline void Tile(const float* a, int64_t lda, const float* p, int64_t k, float* c, int64_t ldc,
                  bool accumulate) {
   vf acc[MR][NV];
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? LoadV(c + r * n + v * kLanes) : vf{};
+    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? LoadV(c + r * ldc + v * kLanes) : vf{};
   for (int64_t kk = 0; kk < k; ++kk) {
     vf w[NV];
     for (int v = 0; v < NV; ++v) w[v] = LoadV(p + (kk * NV + v) * kLanes);
     for (int r = 0; r < MR; ++r) {
-      const float s = a[r * lda + kk];
+      const float s = kPackedA ? a[kk * kMaxRows + r] : a[r * lda + kk];
       for (int v = 0; v < NV; ++v) acc[r][v] += s * w[v];
     }
   }
   for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) StoreV(c + r * n + v * kLanes, acc[r][v]);
+    for (int v = 0; v < NV; ++v) StoreV(c + r * ldc + v * kLanes, acc[r][v]);
 }
 
-template <int NV>
+template <int NV, bool kPackedA = false>
 void TileRows(int rows, const float* a, int64_t lda, const float* p, int64_t k, float* c,
-              int64_t n, bool accumulate) {
+              int64_t ldc, bool accumulate) {
   switch (rows) {
-    case 1: return Tile<1, NV>(a, lda, p, k, c, n, accumulate);
-    case 2: return Tile<2, NV>(a, lda, p, k, c, n, accumulate);
-    case 3: return Tile<3, NV>(a, lda, p, k, c, n, accumulate);
-    case 4: return Tile<4, NV>(a, lda, p, k, c, n, accumulate);
-    case 5: return Tile<5, NV>(a, lda, p, k, c, n, accumulate);
-    case 6: return Tile<6, NV>(a, lda, p, k, c, n, accumulate);
-    case 7: return Tile<7, NV>(a, lda, p, k, c, n, accumulate);
-    default: return Tile<8, NV>(a, lda, p, k, c, n, accumulate);
+    case 1: return Tile<1, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    case 2: return Tile<2, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    case 3: return Tile<3, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    case 4: return Tile<4, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    case 5: return Tile<5, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    case 6: return Tile<6, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    case 7: return Tile<7, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
+    default: return Tile<8, NV, kPackedA>(a, lda, p, k, c, ldc, accumulate);
   }
 }
-
-constexpr int kMaxRows = 8;      // rows of a tile: 8 x 2 vectors = 16 accumulators
-constexpr int kPanel = 2 * kLanes;  // columns of a panel
-constexpr int64_t kDepth = 128;  // k per pass: a 128 x 32 panel slice (16 KiB) stays in L1
 
 // P[k, n] (row stride n) in column panels: panel j0 (columns j0 .. j0 + w, w = kPanel or the
 // last kLanes) holds P[kk, j0 + v] at k * j0 + kk * w + v, so a tile streams contiguous memory.
@@ -450,6 +451,83 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
   });
 }
 
+// The weight gradients dw_ih = sum over rows (b, t) of x_t^T dgates_t and dw_hh = sum of
+// h_{t-1}^T dgates_t (h0 at t = 0), computed from xs, hs and h0 as they lie. XLA would first
+// transpose xs and the shifted hs into two [d or h, b * t] buffers for its matmuls. Each thread
+// owns a range of the g columns and needs no barrier: per pass of kDepth rows it packs the rows'
+// [x_t, h_{t-1}] k-major (all m = d + h of them) and its columns of dgates in panels, then
+// runs the tiles. A padded step's dgates are zero, so it adds nothing.
+void LstmWeightGrads(int64_t batch, int64_t time, int64_t in_dim, int64_t hid, int threads,
+                     const float* xs, const float* hs, const float* h0, const float* dgates,
+                     float* dw_ih, float* dw_hh) {
+  const int64_t g = 4 * hid, rows = batch * time;
+  // Row tiles of at most kMaxRows: the input part's rows, then the hidden part's.
+  struct RowTile { int64_t begin; int rows; float* c; };
+  std::vector<RowTile> tiles;
+  for (int part = 0; part < 2; ++part) {
+    const int64_t m = part == 0 ? in_dim : hid, offset = part == 0 ? 0 : in_dim;
+    const int64_t count = (m + kMaxRows - 1) / kMaxRows;
+    for (int64_t tile = 0, r = 0; tile < count; ++tile) {
+      const int n = static_cast<int>(m / count + (tile < m % count ? 1 : 0));
+      tiles.push_back({offset + r, n, (part == 0 ? dw_ih : dw_hh) + r * g});
+      r += n;
+    }
+  }
+  const int64_t m_all = in_dim + hid, panels = (g + kPanel - 1) / kPanel;
+  const int n_threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, panels)));
+  RunThreads(n_threads, [&](int thread) {
+    const int64_t c_begin = panels * thread / n_threads * kPanel;
+    const int64_t c_end = std::min(g, panels * (thread + 1) / n_threads * kPanel);
+    if (c_begin >= c_end) return;
+    const int64_t width = c_end - c_begin, full = width / kLanes * kLanes, tail = width - full;
+    std::vector<float> a_pack(tiles.size() * kDepth * kMaxRows, 0.0f);
+    std::vector<float> b_pack(kDepth * (full + (tail > 0 ? kLanes : 0)), 0.0f);
+    // The last, partial vector of columns accumulates here ([m_all, kLanes]) and is copied out.
+    std::vector<float> c_tail(tail > 0 ? m_all * kLanes : 0, 0.0f);
+    for (int64_t k0 = 0; k0 < rows; k0 += kDepth) {
+      const int64_t depth = std::min(kDepth, rows - k0);
+      for (int64_t kk = 0; kk < depth; ++kk) {
+        const int64_t k = k0 + kk, t = k % time;
+        const float* x = xs + k * in_dim;
+        const float* h_prev = t > 0 ? hs + (k - 1) * hid : h0 + (k / time) * hid;
+        for (size_t i = 0; i < tiles.size(); ++i) {
+          const RowTile& tile = tiles[i];
+          const float* source = tile.begin < in_dim ? x + tile.begin : h_prev + tile.begin - in_dim;
+          std::memcpy(&a_pack[(i * kDepth + kk) * kMaxRows], source, tile.rows * sizeof(float));
+        }
+        const float* dg = dgates + k * g + c_begin;
+        for (int64_t j0 = 0; j0 < full; j0 += kPanel) {
+          const int64_t w = std::min<int64_t>(kPanel, full - j0);
+          std::memcpy(&b_pack[depth * j0 + kk * w], dg + j0, w * sizeof(float));
+        }
+        if (tail > 0) std::memcpy(&b_pack[depth * full + kk * kLanes], dg + full, tail * sizeof(float));
+      }
+      for (int64_t j0 = 0; j0 < full; j0 += kPanel) {
+        const int64_t w = std::min<int64_t>(kPanel, full - j0);
+        const float* p = &b_pack[depth * j0];
+        for (size_t i = 0; i < tiles.size(); ++i) {
+          const float* a = &a_pack[i * kDepth * kMaxRows];
+          float* c = tiles[i].c + c_begin + j0;
+          if (w == kPanel) TileRows<2, true>(tiles[i].rows, a, 0, p, depth, c, g, k0 > 0);
+          else TileRows<1, true>(tiles[i].rows, a, 0, p, depth, c, g, k0 > 0);
+        }
+      }
+      if (tail > 0)
+        for (size_t i = 0; i < tiles.size(); ++i)
+          TileRows<1, true>(tiles[i].rows, &a_pack[i * kDepth * kMaxRows], 0,
+                            &b_pack[depth * full], depth, &c_tail[tiles[i].begin * kLanes],
+                            kLanes, true);
+    }
+    for (const RowTile& tile : tiles)
+      for (int r = 0; r < tile.rows; ++r) {
+        float* c = tile.c + r * g + c_begin;
+        if (rows == 0) std::fill(c, c + full, 0.0f);  // no pass ran
+        if (tail > 0)
+          std::memcpy(c + full, &c_tail[(tile.begin + r) * kLanes], tail * sizeof(float));
+      }
+  });
+}
+
 // Shape checks shared by the handlers: [b, t, width] arrays and [b, width] carries.
 ffi::Error Expect(const char* name, ffi::Span<const int64_t> dims,
                   std::initializer_list<int64_t> expected) {
@@ -543,6 +621,26 @@ ffi::Error LstmBackwardImpl(F32 dhs, F32 acts, F32 cs, F32 c0, F32 keep, F32 w_h
   return ffi::Error::Success();
 }
 
+ffi::Error LstmWeightGradsImpl(F32 xs, F32 hs, F32 h0, F32 dgates, F32Out dw_ih, F32Out dw_hh,
+                               int64_t threads) {
+  auto dims = dgates.dimensions();
+  if (dims.size() != 3 || dims[2] % 4 != 0)
+    return ffi::Error::InvalidArgument("seqjax lstm kernel: dgates must be [b, t, 4h]");
+  const int64_t batch = dims[0], time = dims[1], hid = dims[2] / 4;
+  if (xs.dimensions().size() != 3)
+    return ffi::Error::InvalidArgument("seqjax lstm kernel: xs must be [b, t, d]");
+  const int64_t in_dim = xs.dimensions()[2];
+  SEQJAX_CHECK(Expect("xs", xs.dimensions(), {batch, time, in_dim}));
+  SEQJAX_CHECK(Expect("hs", hs.dimensions(), {batch, time, hid}));
+  SEQJAX_CHECK(Expect("h0", h0.dimensions(), {batch, hid}));
+  SEQJAX_CHECK(Expect("dw_ih", dw_ih->dimensions(), {in_dim, 4 * hid}));
+  SEQJAX_CHECK(Expect("dw_hh", dw_hh->dimensions(), {hid, 4 * hid}));
+  LstmWeightGrads(batch, time, in_dim, hid, static_cast<int>(threads), xs.typed_data(),
+                  hs.typed_data(), h0.typed_data(), dgates.typed_data(), dw_ih->typed_data(),
+                  dw_hh->typed_data());
+  return ffi::Error::Success();
+}
+
 // Every handler takes seven float32 buffers (see the shapes at the top of this file).
 auto SevenBuffers() {
   return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>();
@@ -563,3 +661,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmForwardInfer, LstmForwardInferImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmBackward, LstmBackwardImpl,
                               SevenBuffers().Ret<F32>().Ret<F32>().Ret<F32>().Ret<F32>()
                                   .Attr<int64_t>("masked").Attr<int64_t>("threads"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SeqjaxLstmWeightGrads, LstmWeightGradsImpl,
+                              ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>()
+                                  .Ret<F32>().Ret<F32>().Attr<int64_t>("threads"));
