@@ -58,6 +58,9 @@ _SETTLE_MS = flags.DEFINE_float(
     "default 50 on CPU, 0 elsewhere")
 _NATIVE = flags.DEFINE_bool("native", True, "let the fused LSTM run its loops as the native "
                             "CPU kernels where they are built; --nonative keeps XLA's loops")
+_PROJECT = flags.DEFINE_enum("project", "auto", ["auto", "kernel", "xla"],
+                             "who does the native LSTM forward's input projection: the kernel at "
+                             "every step, one XLA matmul before it, or auto (native.PROJECT)")
 _UNROLL = flags.DEFINE_integer("unroll", 1, "lax.scan unroll factor for seqjax")
 _REMAT = flags.DEFINE_bool("remat", False, "seqjax stores less for the backward and recomputes "
                            "it (see recurrent.unroll's remat)")
@@ -531,6 +534,7 @@ def main(argv):
     _enable_cpu_operation_events()
   if not _NATIVE.value:
     fused.NATIVE = False
+  native.PROJECT = {"auto": None, "kernel": True, "xla": False}[_PROJECT.value]
   for name in _CELLS.value:
     cells.get_cell(name)  # fails early, naming the unknown cell
   for name in _DTYPES.value:
@@ -551,7 +555,8 @@ def main(argv):
         f"seqjax impl {_IMPL.value}, remat {_REMAT.value}, data-parallel over "
         f"{jax.local_device_count() if _DATA_PARALLEL.value else 1} device(s); PyTorch CPU "
         f"threads {torch_threads}; settle {settle_ms:g} ms; native CPU kernels "
-        f"{'off' if not _NATIVE.value else 'on' if native.available() else 'not built'}")
+        f"{'off' if not _NATIVE.value else 'on' if native.available() else 'not built'}"
+        f" (input projection: {_PROJECT.value})")
   if _PROFILE.value:
     if _DATA_PARALLEL.value:
       raise app.UsageError("--profile times seqjax on one device; drop --data_parallel")
@@ -580,6 +585,7 @@ def main(argv):
                  "torch_threads": torch_threads, "repeats": _REPEATS.value,
                  "settle_ms": settle_ms,
                  "native_kernels": _NATIVE.value and native.available(),
+                 "native_projection": _PROJECT.value,
                  "rows": rows, "notes": notes},
                 f, indent=1)
 

@@ -34,8 +34,9 @@ only; ``jvp``, ``jacfwd`` and ``hessian`` need ``impl='scan'`` (``'auto'`` picks
 float64, the dtype of numerical checks). A ``custom_jvp`` whose tangent loop JAX transposes
 supports every mode but was measured 1.3 to 1.7 times slower to train than this one.
 
-On the CPU the LSTM's two loops run as native kernels (``native.py``, see :data:`NATIVE`) when
-they are built: the same arithmetic, with each step's matmul split over the cores.
+On the CPU the LSTM's two loops and its weight gradients run as native kernels (``native.py``,
+see :data:`NATIVE`) when they are built: the same arithmetic, with each step's matmul split over
+the cores.
 
 There is nothing to rematerialise: the forward stores only the minimum (``[b, t, g + 2h]``
 floats for the LSTM, ``[b, t, 5h]`` for the GRU, besides the inputs), so ``remat`` has no
@@ -282,7 +283,7 @@ def _lstm_constants(weights, hid, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _lstm(setting, weights, xs, keep, h0, c0):
   if setting.native:
-    inputs, project = _lstm_native_inputs(setting, weights, xs, h0, train=False)
+    inputs, project = _lstm_native_inputs(setting, weights, xs, h0)
     return native_lib.lstm_forward(*inputs, h0, c0, keep, train=False, threads=setting.native,
                                    project=project)
   if setting.lean:
@@ -304,18 +305,18 @@ def _lstm_lean(unroll_steps, weights, xs, keep, h0, c0):
   return jnp.swapaxes(hs, 0, 1), c_last
 
 
-def _lstm_native_inputs(setting, weights, xs, h0, train):
+def _lstm_native_inputs(setting, weights, xs, h0):
   """``(inputs, w_ih, w_hh, bias)`` for the native forward kernel, and whether it projects."""
   dtype, hid = h0.dtype, h0.shape[-1]
   _, _, bias = _lstm_constants(weights, hid, dtype)
-  if native_lib.projects(setting.project, xs.shape[-1], hid, setting.native, train):
+  if native_lib.projects(setting.project, xs.shape[-1], hid, setting.native):
     return (xs.astype(dtype), weights[0].astype(dtype), weights[2].astype(dtype), bias), True
   return (_project(xs, weights[0], dtype), None, weights[2].astype(dtype), bias), False
 
 
 def _lstm_forward(setting, weights, xs, keep, h0, c0):
   if setting.native:  # residuals hold the gate activations where the XLA loop keeps z
-    inputs, project = _lstm_native_inputs(setting, weights, xs, h0, train=True)
+    inputs, project = _lstm_native_inputs(setting, weights, xs, h0)
     acts, hs, cs = native_lib.lstm_forward(*inputs, h0, c0, keep, train=True,
                                            threads=setting.native, project=project)
     return (hs, cs[:, -1]), (weights, xs, keep, acts, hs, cs, h0, c0)

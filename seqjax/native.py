@@ -6,8 +6,10 @@ kernels in ``_native/rnn_cpu.cc`` run each of the fused LSTM's two loops (``fuse
 call that splits the hidden units between threads: every thread multiplies the whole previous
 hidden state (and, when it projects, the step's input) by its own columns of the weights, does
 the gate arithmetic of its own units, and the threads meet at one barrier per step. The
-backward kernel computes each step's coefficients itself. The weight gradients, ``dxs`` and
-(for large training layers) the input projection stay large XLA matmuls.
+backward kernel computes each step's coefficients itself. A third kernel computes the weight
+gradients from ``xs``, ``hs`` and ``h0`` as they lie, where XLA would first transpose ``xs`` and
+the shifted ``hs`` into two more ``[b, t, ...]`` buffers. ``dxs`` and (for large training
+layers) the input projection stay large XLA matmuls.
 
 The library is built by ``make install`` (or ``python -m seqjax._native``) with the system's C++
 compiler against the installed jaxlib's FFI headers. Where it is missing, the fused path runs
@@ -38,20 +40,22 @@ THREADS: int | None = None
 # [w_ih; w_hh] at every step instead of reading xs @ w_ih from one large XLA matmul. None
 # decides per call (see projects); True or False forces it.
 PROJECT: bool | None = None
-# Per-thread weights up to which a training forward projects inside the kernel: the typical L2
-# cache of one core. Larger panels stream from L3 at every step, and the one large matmul won
-# (2-core CPU, 8x512x512x512: training 0.92 times as fast inside the kernel; inference, which
-# saves the [b, t, 4h] projection buffer, 1.07 times as fast).
-PROJECT_MAX_BYTES = 1 << 20
+# Per-thread weights up to which a forward projects inside the kernel. Every step streams a
+# thread's panel of [w_ih; w_hh] through the cache; beyond this the one large XLA matmul and a
+# step over w_hh alone won. Measured on the 2-core CPU, one layer, kernel projecting against
+# reading gx (train / infer): 8x512x512x512 (4 MiB per thread) 1.06x / 1.14x; 16x128x1024x512
+# (6.3 MiB) 0.95x / 0.81x; 8x128x1024x1024 (16 MiB) 0.87x / 0.57x. Projecting also saves XLA's
+# [b, t, 4h] projection buffer: 84 MB -> 50 MB of training scratch at 8x512x512x512.
+PROJECT_MAX_BYTES = 4 << 20
 
 
-def projects(project: bool | None, in_dim: int, hid: int, threads: int, train: bool) -> bool:
+def projects(project: bool | None, in_dim: int, hid: int, threads: int) -> bool:
   """Whether a forward kernel call projects its inputs itself (see :data:`PROJECT`)."""
   if project is not None:
     return project
   # The kernel runs min(threads, hid // 16) threads (at least one), as Threads() in rnn_cpu.cc.
   panel_bytes = (in_dim + hid) * 4 * hid * 4 // max(1, min(threads, hid // 16))
-  return not train or panel_bytes <= PROJECT_MAX_BYTES
+  return panel_bytes <= PROJECT_MAX_BYTES
 
 
 def build(compiler: str | None = None, output: Path = LIBRARY) -> Path:

@@ -1,5 +1,6 @@
 """The benchmark command's plumbing (no timing is asserted: benchmarks are not tests)."""
 
+import json
 import os
 import re
 import subprocess
@@ -198,8 +199,32 @@ def test_profile_rows_count_the_native_kernels_apart(tmp_path):
   (row,) = benchmark.profile_rows([(2, 6, 3, 16)], ["lstm"], ["float32"], ["train"],
                                   str(tmp_path), calls=2)
   kernels = [op for op in row["operations"] if op["native_kernel"]]
-  assert {op["runs_per_call"] for op in kernels} == {1}  # the forward and the backward loop
-  assert len(kernels) == 2
+  # The forward loop, the backward loop and the weight gradients, once each.
+  assert {op["runs_per_call"] for op in kernels} == {1}
+  assert len(kernels) == 3
   assert row["ms_per_call"]["native_kernels"] == pytest.approx(
       sum(op["ms_per_call"] for op in kernels))
   assert row["ms_per_call"]["matmuls_in_loops"] == 0  # no XLA time loop is left
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not native.available(),
+                    reason="the native kernels run on the CPU backend, when built")
+def test_project_flag_decides_who_projects_the_native_forwards_inputs(tmp_path):
+  # Read from XLA, the projection [b, t, 4h] is one more scratch buffer of the training call
+  # (XLA packs it with others, so the call grows by less than its 16 KiB).
+  temp = {}
+  for project in ("kernel", "xla"):
+    out = tmp_path / f"{project}.json"
+    command = [sys.executable, "-m", "experiments.benchmark", "--shapes=2x16x8x32", "--cells=lstm",
+               "--dtypes=float32", "--modes=train", "--peers=", "--repeats=1", "--settle_ms=0",
+               f"--project={project}", f"--json={out}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"(input projection: {project})" in result.stdout
+    report = json.loads(out.read_text())
+    assert report["native_projection"] == project
+    temp[project] = report["rows"][0]["temp_bytes"]
+  assert temp["xla"] > temp["kernel"]
+  bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--project=sometimes"],
+                       capture_output=True, text=True, timeout=300, check=False)
+  assert bad.returncode != 0 and "--project" in bad.stderr

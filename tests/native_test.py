@@ -79,13 +79,13 @@ def test_either_forward_kernel_input_matches_scan(monkeypatch, project, lengths,
                                      lengths=lengths, reverse=reverse)
 
 
-def test_the_kernel_projects_unless_training_weights_outgrow_the_cache(monkeypatch):
+def test_the_kernel_projects_unless_a_threads_weights_outgrow_4_mib(monkeypatch):
   monkeypatch.setattr(native, "PROJECT", None)
-  assert native.projects(None, 512, 512, 2, train=False)      # inference: always
-  assert not native.projects(None, 512, 512, 2, train=True)   # 4 MiB per thread
-  assert native.projects(None, 256, 256, 2, train=True)       # 1 MiB per thread
-  assert native.projects(True, 512, 512, 2, train=True) and not native.projects(
-      False, 128, 128, 2, train=False)
+  assert native.projects(None, 512, 512, 2)       # 4 MiB per thread
+  assert not native.projects(None, 1024, 512, 2)  # 6 MiB per thread
+  assert native.projects(None, 1024, 512, 4)      # 3 MiB per thread
+  assert native.projects(None, 256, 256, 1)       # 2 MiB, one thread
+  assert native.projects(True, 1024, 1024, 2) and not native.projects(False, 128, 128, 2)
   monkeypatch.setattr(native, "PROJECT", "sometimes")
   with pytest.raises(ValueError, match="native.PROJECT must be None, True or False"):
     fused.native_setting()

@@ -1,4 +1,5 @@
-// The fused LSTM's two time loops as XLA FFI custom calls for the CPU (see seqjax/native.py).
+// The fused LSTM's two time loops and its weight gradients as XLA FFI custom calls for the CPU
+// (see seqjax/native.py).
 //
 // XLA:CPU runs the per-step recurrent matmul of a small batch ([16, 128] @ [128, 512]) on one
 // core and pays dispatch costs for every small operation of a step. Here each loop is one call
@@ -18,6 +19,9 @@
 //                  keep, w_hh [h, g], dc_last [b, h]
 //                  -> dgates [b, t, g] (of the pre-activations), dh0 [b, h], dc0 [b, h],
 //                     dbias [g] (dgates summed over batch and time)
+//   lstm_weight_grads: xs [b, t, d], hs [b, t, h], h0 [b, h], dgates [b, t, g]
+//                  -> dw_ih [d, g], dw_hh [h, g] (x_t^T dgates_t and h_{t-1}^T dgates_t summed
+//                     over batch and time, h_{-1} = h0)
 // Gate order i, f, g, o; scale 0.5 for the sigmoid gates i, f, o and 1 for g.
 
 #include <algorithm>
