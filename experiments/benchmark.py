@@ -98,8 +98,18 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
   return shape
 
 
+def _minor_faults() -> int | None:
+  """This process's minor page faults so far (None where ``resource`` is missing)."""
+  try:
+    import resource  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int,
-                        settle_seconds: float = 0.0) -> dict[str, float]:
+                        settle_seconds: float = 0.0,
+                        faults: dict[str, float] | None = None) -> dict[str, float]:
   """Median seconds of each warmed-up call, timed in rounds that call every one in turn.
 
   Each round times every implementation (the first one to run rotates from round to round), so
@@ -111,18 +121,27 @@ def interleaved_seconds(fns: dict[str, Callable[[], object]], repeats: int,
   threads spin for a while after a call (PyTorch's OpenMP threads, for one), and the next
   library's call would otherwise share the cores with them (README, "How the CPU benchmark
   times": ``--settle_ms=0`` against 50 on the 2-core machine).
+
+  ``faults``, if given, receives each implementation's median count of minor page faults (the
+  whole process's) during its timed calls: fresh memory the call touched for the first time.
   """
   names = list(fns)
   times = {name: [] for name in names}
+  counts = {name: [] for name in names}
   for round_ in range(repeats):
     shift = round_ % len(names)
     for name in names[shift:] + names[:shift]:
       if settle_seconds > 0:
         time.sleep(settle_seconds)
         fns[name]()
+      before = _minor_faults()
       start = time.perf_counter()
       fns[name]()
       times[name].append(time.perf_counter() - start)
+      if before is not None:
+        counts[name].append(_minor_faults() - before)
+  if faults is not None:
+    faults.update({name: statistics.median(c) for name, c in counts.items() if c})
   return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -254,13 +273,17 @@ def benchmark_rows(shapes, cell_names, dtypes, modes, peers, repeats, unroll_ste
               first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
               notes.append(f"{impl} {cell_name} {dtype_name} {shape}: cannot run "
                            f"({type(err).__name__}: {first_line[:200]})")
-          for impl, seconds in interleaved_seconds(fns, repeats, settle_seconds).items():
+          faults = {}
+          for impl, seconds in interleaved_seconds(fns, repeats, settle_seconds,
+                                                   faults).items():
             rows.append({"shape": "x".join(map(str, shape)), "cell": cell_name,
                          "dtype": dtype_name, "mode": mode, "impl": impl,
                          "seconds": seconds, "tokens_per_sec": shape[0] * shape[1] / seconds,
-                         "temp_bytes": getattr(fns[impl], "temp_bytes", None)})
+                         "temp_bytes": getattr(fns[impl], "temp_bytes", None),
+                         "page_faults": faults.get(impl)})
+            faulted = "" if impl not in faults else f" {faults[impl]:>9,.0f} page faults/call"
             print(f"{rows[-1]['shape']:>18} {cell_name:>8} {dtype_name:>8} {mode:>5} "
-                  f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s", flush=True)
+                  f"{impl:>7} {rows[-1]['tokens_per_sec']:>12,.0f} tok/s{faulted}", flush=True)
   return rows, notes
 
 

@@ -43,9 +43,10 @@ PROJECT: bool | None = None
 # Per-thread weights up to which a forward projects inside the kernel. Every step streams a
 # thread's panel of [w_ih; w_hh] through the cache; beyond this the one large XLA matmul and a
 # step over w_hh alone won. Measured on the 2-core CPU, one layer, kernel projecting against
-# reading gx (train / infer): 8x512x512x512 (4 MiB per thread) 1.06x / 1.14x; 16x128x1024x512
-# (6.3 MiB) 0.95x / 0.81x; 8x128x1024x1024 (16 MiB) 0.87x / 0.57x. Projecting also saves XLA's
-# [b, t, 4h] projection buffer: 84 MB -> 50 MB of training scratch at 8x512x512x512.
+# reading gx (train / infer; README, "Input projection"): 8x512x512x512 (4 MiB per thread)
+# 1.04x / 1.02x; 16x128x1024x512 (6 MiB) 1.04x / 0.85x; 8x128x1024x1024 (16 MiB) 0.79x / 0.46x.
+# Projecting also saves XLA's [b, t, 4h] projection buffer (training scratch at 8x512x512x512:
+# 84 MB -> 50 MB).
 PROJECT_MAX_BYTES = 4 << 20
 
 

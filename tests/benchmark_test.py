@@ -62,6 +62,17 @@ def test_settling_gives_each_timed_call_an_untimed_call_of_its_own_first():
   assert seconds["torch"] < 0.04  # the timed call is the second of each pair
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="counts page faults with getrusage")
+def test_page_faults_count_the_fresh_memory_a_timed_call_touches():
+  # 64 MiB is above glibc's largest mmap threshold (32 MiB): every call maps fresh pages, 16,384
+  # of 4 KiB, and touches them all; the idle call touches none.
+  # (bytes, not numpy: numpy asks for 2 MiB pages for large arrays.)
+  fns = {"touch": lambda: b"\x01" * (64 << 20), "idle": lambda: None}
+  faults = {}
+  benchmark.interleaved_seconds(fns, repeats=3, faults=faults)
+  assert faults["touch"] >= 8000 and faults["idle"] < 100
+
+
 def test_torch_threads_is_applied_and_a_bad_count_is_named():
   torch = pytest.importorskip("torch")
   before = torch.get_num_threads()
