@@ -239,3 +239,17 @@ def test_project_flag_decides_who_projects_the_native_forwards_inputs(tmp_path):
   bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--project=sometimes"],
                        capture_output=True, text=True, timeout=300, check=False)
   assert bad.returncode != 0 and "--project" in bad.stderr
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not native.available(),
+                    reason="the native kernels run on the CPU backend, when built")
+def test_native_parts_times_each_part_and_names_an_unknown_one():
+  command = [sys.executable, "-m", "experiments.native_parts", "--shapes=2x5x3x16", "--repeats=1"]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+  (line,) = [l for l in result.stdout.splitlines() if l.startswith("2x5x3x16:")]
+  for part in ("forward", "backward", "weight_grads", "dxs"):
+    assert re.search(rf"{part} \d+\.\d ms \(\d+ GFLOP/s\)", line), line
+  bad = subprocess.run(command + ["--parts=forward,sideways"], capture_output=True, text=True,
+                       timeout=300, check=False)
+  assert bad.returncode != 0 and "unknown parts ['sideways']" in bad.stderr

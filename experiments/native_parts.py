@@ -1,0 +1,91 @@
+r"""Times the native CPU LSTM's parts one by one: where a training call's time goes.
+
+A training call of the fused LSTM on the CPU runs the forward kernel, the backward loop's
+kernel, the weight-gradient kernel and one XLA matmul (``dxs``). This times each on its own
+inputs, in interleaved rounds (as ``experiments.benchmark`` does), and prints milliseconds and
+GFLOP/s per part. Benchmarks are not tests: nothing here asserts a speed.
+
+    python -m experiments.native_parts --shapes=8x512x512x512,32x128x256x256
+    perf record -g python -m experiments.native_parts --shapes=8x512x512x512 \
+        --parts=backward --repeats=40     # then `perf report`: one kernel's profile
+
+A shape is ``batch x time x input x hidden``; ``--shapes`` (default: the CPU reference shapes)
+and ``--repeats`` are the benchmark's flags.
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+
+from experiments import benchmark
+from seqjax import native
+
+PARTS = ("forward", "backward", "weight_grads", "dxs")
+
+# --shapes and --repeats are experiments.benchmark's flags (defined when it is imported).
+_PARTS = flags.DEFINE_list("parts", list(PARTS), f"which parts to time: {', '.join(PARTS)}")
+_THREADS = flags.DEFINE_integer("threads", None, "threads per kernel call; default: "
+                                "native.threads(), the cores this process may use")
+
+
+def part_fns(shape, threads):
+  """``{part: (call, flop)}`` for one float32 layer of ``shape``, each call on ready inputs."""
+  b, t, d, h = shape
+  g = 4 * h
+  keys = jax.random.split(jax.random.PRNGKey(0), 5)
+  xs = jax.random.normal(keys[0], (b, t, d))
+  w_ih = jax.random.normal(keys[1], (d, g)) / d ** 0.5
+  w_hh = jax.random.normal(keys[2], (h, g)) / h ** 0.5
+  dhs = jax.random.normal(keys[3], (b, t, h))
+  bias, zeros = jnp.zeros(g), jnp.zeros((b, h))
+  project = native.projects(native.PROJECT, d, h, threads)
+
+  def forward(xs, w_ih, w_hh):
+    inputs = (xs, w_ih) if project else (jnp.einsum("btd,dg->btg", xs, w_ih), None)
+    return native.lstm_forward(*inputs, w_hh, bias, zeros, zeros, None, train=True,
+                               threads=threads, project=project)
+
+  forward = jax.jit(forward)
+  backward = jax.jit(lambda dhs, acts, cs: native.lstm_backward(dhs, acts, cs, zeros, None, w_hh,
+                                                                zeros, threads))
+  weight_grads = jax.jit(lambda xs, hs, dgates: native.lstm_weight_grads(xs, hs, zeros, dgates,
+                                                                         threads))
+  dxs = jax.jit(lambda dgates, w_ih: jnp.dot(dgates, w_ih.T))
+  acts, hs, cs = forward(xs, w_ih, w_hh)
+  dgates = backward(dhs, acts, cs)[0]
+  done = jax.block_until_ready
+  return {
+      "forward": (lambda: done(forward(xs, w_ih, w_hh)), 2 * b * t * (d + h) * g),
+      "backward": (lambda: done(backward(dhs, acts, cs)), 2 * b * t * h * g),
+      "weight_grads": (lambda: done(weight_grads(xs, hs, dgates)), 2 * b * t * (d + h) * g),
+      "dxs": (lambda: done(dxs(dgates, w_ih)), 2 * b * t * d * g),
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_PARTS.value) - set(PARTS))
+  if unknown:
+    raise app.UsageError(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
+  if jax.default_backend() != "cpu" or not native.available():
+    raise app.UsageError("the native kernels run on the CPU backend, once built: "
+                         f"{native.unavailable_reason() or jax.default_backend()}")
+  threads = _THREADS.value or native.threads()
+  print(f"threads {threads}; jax {jax.__version__}")
+  for text in flags.FLAGS.shapes or list(benchmark.CPU_SHAPES):
+    shape = benchmark.parse_shape(text)
+    fns = {name: fn for name, fn in part_fns(shape, threads).items() if name in _PARTS.value}
+    seconds = benchmark.interleaved_seconds({name: fn for name, (fn, _) in fns.items()},
+                                            flags.FLAGS.repeats, settle_seconds=0.02)
+    cells = [f"{name} {seconds[name] * 1e3:.1f} ms ({fns[name][1] / seconds[name] / 1e9:.0f} "
+             "GFLOP/s)" for name in fns]
+    print(f"{text}: " + ", ".join(cells) + f"; sum {sum(seconds.values()) * 1e3:.1f} ms",
+          flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
