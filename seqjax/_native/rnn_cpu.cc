@@ -140,37 +140,52 @@ std::vector<float> Pack(const std::vector<float>& p, int64_t k, int64_t n) {
   return panels;
 }
 
-void Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* panels,
-          float* c) {
+// C (+)= A @ P[k_begin:k_end] for P packed with k rows in all (see Pack): a's column 0 is k row
+// k_begin. Accumulates onto C when accumulate, else overwrites it.
+void Gemm(int64_t m, int64_t n, int64_t k, int64_t k_begin, int64_t k_end, const float* a,
+          int64_t lda, const float* panels, float* c, bool accumulate) {
   // Rows split into near-equal tiles of at most kMaxRows, so no tile is a thin tail.
   const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
   for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
     const int64_t w = std::min<int64_t>(kPanel, n - j0);
-    for (int64_t k0 = 0; k0 < k; k0 += kDepth) {
-      const int64_t depth = std::min(kDepth, k - k0);
+    for (int64_t k0 = k_begin; k0 < k_end; k0 += kDepth) {
+      const int64_t depth = std::min(kDepth, k_end - k0);
       const float* pt = panels + k * j0 + k0 * w;
+      const bool add = accumulate || k0 > k_begin;
       for (int64_t tile = 0, r = 0; tile < tiles; ++tile) {
         const int rows = static_cast<int>(m / tiles + (tile < m % tiles ? 1 : 0));
-        if (w == kPanel) TileRows<2>(rows, a + r * lda + k0, lda, pt, depth, c + r * n + j0, n, k0 > 0);
-        else TileRows<1>(rows, a + r * lda + k0, lda, pt, depth, c + r * n + j0, n, k0 > 0);
+        const float* at = a + r * lda + (k0 - k_begin);
+        if (w == kPanel) TileRows<2>(rows, at, lda, pt, depth, c + r * n + j0, n, add);
+        else TileRows<1>(rows, at, lda, pt, depth, c + r * n + j0, n, add);
         r += rows;
       }
     }
   }
 }
 
+void Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* panels,
+          float* c) {
+  Gemm(m, n, k, 0, k, a, lda, panels, c, false);
+}
+
 // A barrier for the threads of one call: spins briefly, then yields the core.
 class Barrier {
  public:
   explicit Barrier(int n) : n_(n) {}
-  void Wait() {
-    if (n_ == 1) return;
+  void Wait() { Wait(Arrive()); }
+  // Split phases: Arrive says this thread is done with the phase and returns its ticket;
+  // Wait(ticket) returns once every thread has arrived. Work in between overlaps the wait.
+  int Arrive() {
+    if (n_ == 1) return -1;
     const int generation = generation_.load(std::memory_order_acquire);
     if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
       arrived_.store(0, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_acq_rel);
-      return;
     }
+    return generation;
+  }
+  void Wait(int generation) {
+    if (n_ == 1) return;
     for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins) {
       if (spins < (1 << 14)) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -298,17 +313,14 @@ void LstmForward(int64_t batch, int64_t time, int64_t in_dim, int64_t hid, int t
   const std::vector<Slice> slices = Slices(hid, Threads(threads, hid));
   const int n_threads = static_cast<int>(slices.size());
   Barrier barrier(n_threads);
-  // The matmul's input rows [x_t, h_prev] of the last two steps, [2, b, ld], contiguous (rows
-  // of xs and hs lie t * d and t * h floats apart and fall into the same L1 cache sets), rows
-  // padded by one cache line for the same reason. Step t reads buffer (t + 1) % 2 and writes
-  // buffer t % 2 (its h and the next step's x); the barrier after every step keeps them apart.
-  const int64_t ld = depth + kLanes;
+  // The hidden states of the last two steps, [2, b, ld], contiguous (rows of hs lie t * h floats
+  // apart and fall into the same L1 cache sets), rows padded by one cache line for the same
+  // reason. Step t reads buffer (t + 1) % 2 and writes buffer t % 2; a thread writes step t + 1's
+  // states only after every thread has arrived at step t's barrier, done reading step t - 1's.
+  const int64_t ld = hid + kLanes;
   std::vector<float> buffers(2 * batch * ld);
-  for (int64_t b = 0; b < batch; ++b) {
-    float* row = &buffers[(batch + b) * ld];
-    if (in > 0) std::memcpy(row, xs + b * time * in, in * sizeof(float));
-    std::memcpy(row + in, h0 + b * hid, hid * sizeof(float));
-  }
+  for (int64_t b = 0; b < batch; ++b)
+    std::memcpy(&buffers[(batch + b) * ld], h0 + b * hid, hid * sizeof(float));
   RunThreads(n_threads, [&](int thread) {
     const Slice s = slices[thread];
     const int64_t n = 4 * s.padded;
@@ -324,15 +336,29 @@ void LstmForward(int64_t batch, int64_t time, int64_t in_dim, int64_t hid, int t
     const std::vector<float> packed = Pack(columns, depth, n);
     for (int64_t b = 0; b < batch; ++b)
       std::memcpy(&c_state[b * s.padded], c0 + b * hid + s.begin, s.size() * sizeof(float));
+    // When projecting: step t's inputs (this thread's copy, padded rows) times w_ih, into mm.
+    // It needs no other thread's results, so it runs between arriving at the previous step's
+    // barrier and waiting there: a thread that finished its units first does it while the others
+    // finish theirs.
+    const int64_t ld_x = in + kLanes;
+    std::vector<float> x_rows(in > 0 ? batch * ld_x : 0);
+    auto project = [&](int64_t t) {
+      for (int64_t b = 0; b < batch; ++b)
+        std::memcpy(&x_rows[b * ld_x], xs + (b * time + t) * in, in * sizeof(float));
+      Gemm(batch, n, depth, 0, in, x_rows.data(), ld_x, packed.data(), mm.data(), false);
+    };
+    if (in > 0) project(0);
+    int ticket = 0;
     for (int64_t t = 0; t < time; ++t) {
       const float* prev = &buffers[((t + 1) % 2) * batch * ld];
       float* next = &buffers[(t % 2) * batch * ld];
-      Gemm(batch, n, depth, prev, ld, packed.data(), mm.data());
+      if (t > 0) barrier.Wait(ticket);  // every unit's state of step t - 1 is written
+      Gemm(batch, n, depth, in, depth, prev, ld, packed.data(), mm.data(), in > 0);
       for (int64_t b = 0; b < batch; ++b) {
         const float* mm_b = &mm[b * n];
-        const float* h_prev_b = prev + b * ld + in + s.begin;
+        const float* h_prev_b = prev + b * ld + s.begin;
         float* c_b = &c_state[b * s.padded];
-        float* h_b = next + b * ld + in + s.begin;
+        float* h_b = next + b * ld + s.begin;
         int64_t jl = 0;
         for (; jl + kLanes <= s.size(); jl += kLanes)
           ForwardUnits<vf, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
@@ -340,10 +366,9 @@ void LstmForward(int64_t batch, int64_t time, int64_t in_dim, int64_t hid, int t
         for (; jl < s.size(); ++jl)
           ForwardUnits<float, kTrain>(b, t, s.begin + jl, jl, time, hid, mm_b, s.padded, gx, bias,
                                       h_prev_b + jl, c_b + jl, keep, h_b + jl, acts, hs, cs);
-        if (in > 0 && t + 1 < time && b % n_threads == thread)  // the next step's inputs
-          std::memcpy(next + b * ld, xs + (b * time + t + 1) * in, in * sizeof(float));
       }
-      barrier.Wait();
+      ticket = barrier.Arrive();
+      if (in > 0 && t + 1 < time) project(t + 1);
     }
     if (!kTrain)
       for (int64_t b = 0; b < batch; ++b)
