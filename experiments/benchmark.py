@@ -8,6 +8,7 @@ with the ratio of seqjax to each peer. Benchmarks are not tests: nothing here as
     python -m experiments.benchmark --shapes=32x128x256x256 --cells=lstm --dtypes=float32
     python -m experiments.benchmark --json=bench.json     # also write machine-readable rows
     python -m experiments.benchmark --impl=scan           # seqjax's plain scan, not the fast path
+    python -m experiments.benchmark --impl=cudnn --cells=lstm   # cuDNN's LSTM (GPU only)
 
 A shape is ``batch x time x input x hidden``. A peer that is not installed is skipped with a note.
 """
@@ -66,7 +67,8 @@ _REMAT = flags.DEFINE_bool("remat", False, "seqjax stores less for the backward 
                            "it (see recurrent.unroll's remat)")
 _IMPL = flags.DEFINE_enum("impl", "auto", list(fused.IMPLS),
                           "seqjax recurrence: plain scan, fused (LSTM/GRU custom VJP), pallas "
-                          "(LSTM/GRU Pallas kernels; meant for GPUs, interpreted on CPU) or auto")
+                          "(LSTM/GRU Pallas kernels; meant for GPUs, interpreted on CPU), cudnn "
+                          "(LSTM through jax.experimental.rnn; GPU only) or auto")
 _MEMORY_ONLY = flags.DEFINE_bool("memory_only", False, "compile seqjax's training call and report "
                                  "the scratch memory XLA assigns it, without timing anything")
 _DATA_PARALLEL = flags.DEFINE_bool(

@@ -5,7 +5,8 @@
 #   launch/gpu_checks.sh [OUT_DIR]      # default OUT_DIR: runs/gpu-checks-YYYYmmdd-HHMMSS
 #
 # Writes OUT_DIR/{pytest.log, bench-auto.json, bench-scan.json, bench-pallas.json,
-# longest.json} and prints the tables. Needs jax with CUDA, torch and pytest(-xdist).
+# bench-cudnn.json, longest.json} and prints the tables. Needs jax with CUDA, torch and
+# pytest(-xdist).
 set -uo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,7 +17,8 @@ cd "${repo}"
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}" PYTHONUNBUFFERED=1
 # Several test processes share the GPU: each takes memory as it goes, not 75% up front.
 XLA_PYTHON_CLIENT_PREALLOCATE=false "${python}" -m pytest -q -n 4 -p no:cacheprovider \
-  tests/fused_test.py tests/pallas_rnn_test.py tests/recurrent_test.py > "${out}/pytest.log" 2>&1
+  tests/fused_test.py tests/pallas_rnn_test.py tests/cudnn_test.py tests/recurrent_test.py \
+  > "${out}/pytest.log" 2>&1
 echo "GPU tests (exit ${?}): $(tail -1 "${out}/pytest.log")"
 
 bench() {
@@ -26,6 +28,7 @@ bench() {
 bench bench-auto                      # what users get: impl='auto'
 bench bench-scan --impl=scan --peers=torch
 bench bench-pallas --impl=pallas --peers=torch --shapes=64x512x64x64,16x1024x64x64
+bench bench-cudnn --impl=cudnn --cells=lstm --dtypes=float32 --peers=torch   # jax.experimental.rnn
 "${python}" -m experiments.benchmark --longest=64x1024x1024 --remat --dtypes=float32 \
   --json="${out}/longest-remat.json" 2>&1 | grep 'longest'
 "${python}" -m experiments.benchmark --longest=64x1024x1024 --dtypes=float32 \

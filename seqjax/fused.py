@@ -53,9 +53,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
+from seqjax import cudnn as cudnn_lib
 from seqjax import native as native_lib
 
-IMPLS = ("auto", "scan", "fused", "pallas")
+IMPLS = ("auto", "scan", "fused", "pallas", "cudnn")
 
 # Which loop runs a layer that is not being differentiated (inference): None picks per backend,
 # the fused forward on CPU (measured 1.07 to 1.7 times as fast there as the plain scan on
@@ -103,13 +104,24 @@ def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
   numerical checks, which may need forward-mode or higher-order derivatives (the fused path is
   a ``custom_vjp``: reverse mode only); TPUs are unmeasured. 'pallas' (``pallas_rnn.py``, same
   cells) is only ever taken when asked for: its GPU kernels need all of ``w_hh`` in one SM's
-  shared memory (hidden sizes below 128) and on CPU it runs interpreted.
+  shared memory (hidden sizes below 128) and on CPU it runs interpreted. 'cudnn' (``cudnn.py``:
+  the plain LSTM through jax.experimental.rnn's cuDNN kernels, GPU only) is also only taken when
+  asked for: it is not yet measured on a GPU.
   """
   if impl not in IMPLS:
     raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
   if impl in ("fused", "pallas") and not supports(cell):
     raise ValueError(f"impl={impl!r} supports cells 'lstm' and 'gru' (reset_after=True); got "
                      f"{cell}")
+  if impl == "cudnn":
+    if cell.name != "lstm":
+      raise ValueError(f"impl='cudnn' runs the plain 'lstm' cell only; got {cell}")
+    if not cudnn_lib.available():
+      raise ValueError("impl='cudnn' runs cuDNN's kernels (jax.experimental.rnn) on a GPU; "
+                       f"this backend is {jax.default_backend()!r}")
+    dtypes = {str(jnp.dtype(leaf.dtype)) for leaf in jax.tree.leaves(carry)}
+    if dtypes != {"float32"}:
+      raise ValueError(f"impl='cudnn' needs a float32 carry; got {sorted(dtypes)}")
   if impl != "auto":
     return impl
   float32 = all(jnp.dtype(leaf.dtype) == jnp.float32 for leaf in jax.tree.leaves(carry))

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
+from seqjax import cudnn
 from seqjax import fused
 from seqjax import pallas_rnn
 
@@ -133,6 +134,9 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
   if cell.parallel:
     ys, carry = _parallel_unroll(cell, cell.project(params, xs), lengths, carry)
     return (_reverse(ys, lengths) if reverse else ys), carry
+  if impl == "cudnn":  # Whole layer through cuDNN (cudnn.py); padding already zeroed.
+    ys, carry = cudnn.unroll_batch_major(params, xs, lengths, carry)
+    return (_reverse(ys, lengths) if reverse else ys), carry
   if impl in ("fused", "pallas"):  # Whole layer, hand-written backward (fused.py, pallas_rnn.py).
     mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
     if impl == "fused":
@@ -191,8 +195,10 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
       ``reset_after``: a whole-sequence recurrence with a hand-written backward, see
       ``fused.py``; reverse-mode derivatives only), ``'pallas'`` (the same cells and backward
       with the time loops as Pallas kernels, meant for GPUs and interpreted on CPU, see
-      ``pallas_rnn.py``; never picked by ``'auto'``) or ``'auto'``: fused where it is measured
-      faster (CPU and GPU, float32 carry), scan elsewhere.
+      ``pallas_rnn.py``; never picked by ``'auto'``), ``'cudnn'`` (the plain ``lstm`` through
+      cuDNN's kernels via jax.experimental.rnn, GPU and float32 carry only, see ``cudnn.py``;
+      never picked by ``'auto'``) or ``'auto'``: fused where it is measured faster (CPU and GPU,
+      float32 carry), scan elsewhere.
 
   Returns:
     ``(ys, final_carry)``: ``ys: [b, t, h]`` and the carry after each example's last valid step.

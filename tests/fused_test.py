@@ -199,7 +199,7 @@ def test_remat_makes_auto_take_the_rematerialised_scan():
 def test_bad_impl_names_the_problem():
   cell, params, xs = _setup("lstm")
   with pytest.raises(ValueError, match="impl must be one of"):
-    recurrent.unroll(cell, params, xs, impl="cudnn")
+    recurrent.unroll(cell, params, xs, impl="cuda")
   rnn = cells.get_cell("rnn")
   with pytest.raises(ValueError, match="impl='fused' supports cells 'lstm' and 'gru'"):
     recurrent.unroll(rnn, rnn.init(jax.random.key(0), D, H), xs, impl="fused")
