@@ -18,7 +18,7 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
 # The native CPU kernels of the fused LSTM (seqjax/native.py), built against the installed
 # jaxlib's FFI headers with the system's C++ compiler ($$CXX, default g++). Without one, seqjax
 # runs the XLA loops instead and says so here.
-$(NATIVE): seqjax/_native/rnn_cpu.cc $(VENV)/.installed
+$(NATIVE): seqjax/_native/rnn_cpu.cc seqjax/_native/blocks.h $(VENV)/.installed
 	$(PY) -m seqjax._native || echo "seqjax: native CPU kernels not built (above); the XLA loops run instead"
 
 $(STAMP): $(VENV)/.installed

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 SOURCE = Path(__file__).with_name("_native") / "rnn_cpu.cc"
+HEADERS = (SOURCE.with_name("blocks.h"),)  # included by SOURCE: a newer one also needs a rebuild
 LIBRARY = SOURCE.with_name("librnn_cpu.so")
 _TARGETS = {"forward_train": "SeqjaxLstmForwardTrain", "forward_infer": "SeqjaxLstmForwardInfer",
             "backward": "SeqjaxLstmBackward", "weight_grads": "SeqjaxLstmWeightGrads"}
@@ -85,9 +86,10 @@ def _load() -> tuple[bool, str]:
   """``(True, '')`` once the kernels are registered, else ``(False, why not)``."""
   if not LIBRARY.exists():
     return False, f"{LIBRARY} is not built (run `make install` or `python -m seqjax._native`)"
-  if SOURCE.exists() and LIBRARY.stat().st_mtime < SOURCE.stat().st_mtime:
-    return False, (f"{LIBRARY} is older than {SOURCE.name}; rebuild it "
-                   "(`python -m seqjax._native`)")
+  for source in (SOURCE,) + HEADERS:
+    if source.exists() and LIBRARY.stat().st_mtime < source.stat().st_mtime:
+      return False, (f"{LIBRARY} is older than {source.name}; rebuild it "
+                     "(`python -m seqjax._native`)")
   try:
     _register(str(LIBRARY))
   except (OSError, AttributeError) as error:

@@ -215,6 +215,12 @@ def test_missing_or_stale_library_is_reported_and_auto_falls_back(monkeypatch, t
   os.utime(tmp_path / "librnn_cpu.so", (1, 1))
   monkeypatch.setattr(native, "SOURCE", source)
   assert "older than rnn_cpu.cc" in native.unavailable_reason()
+  # ... or than the header the source includes.
+  os.utime(source, (1, 1))
+  header = tmp_path / "blocks.h"
+  header.write_text("// newer\n")
+  monkeypatch.setattr(native, "HEADERS", (header,))
+  assert "older than blocks.h" in native.unavailable_reason()
   # 'auto' (NATIVE None) then runs the XLA loops, with the same results.
   monkeypatch.setattr(fused, "NATIVE", None)
   run = lambda p, x: recurrent.unroll(cell, p, x, impl="fused")[0]
