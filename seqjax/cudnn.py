@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.experimental import rnn as jax_rnn
 
 
 def pack_lstm_weights(params) -> jax.Array:
@@ -34,12 +33,14 @@ def pack_lstm_weights(params) -> jax.Array:
 
 
 def _cudnn_lstm(xs, h0, c0, weights, lengths, input_size, hidden_size):
+  from jax.experimental import rnn as jax_rnn  # pylint: disable=import-outside-toplevel
   return jax_rnn.lstm(xs, h0, c0, weights, lengths, input_size=input_size,
                       hidden_size=hidden_size, num_layers=1, dropout=0.0, bidirectional=False)
 
 
 # The kernel call, ``(xs, h0 [1, b, h], c0, weights, lengths, input_size, hidden_size) ->
-# (ys, h_n [1, b, h], c_n)``. Tests on the CPU swap in jax_rnn.lstm_ref behind the same signature.
+# (ys, h_n [1, b, h], c_n)``. Tests on the CPU swap in jax.experimental.rnn.lstm_ref behind the
+# same signature.
 LSTM = _cudnn_lstm
 
 
