@@ -26,6 +26,11 @@ import statistics
 import time
 from typing import Callable
 
+try:
+  import resource  # POSIX only: the page-fault counts
+except ImportError:
+  resource = None
+
 from absl import app
 from absl import flags
 import jax
@@ -102,9 +107,7 @@ def parse_shape(text: str) -> tuple[int, int, int, int]:
 
 def _minor_faults() -> int | None:
   """This process's minor page faults so far (None where ``resource`` is missing)."""
-  try:
-    import resource  # pylint: disable=import-outside-toplevel
-  except ImportError:
+  if resource is None:
     return None
   return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 

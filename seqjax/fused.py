@@ -113,18 +113,18 @@ def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
   if impl in ("fused", "pallas") and not supports(cell):
     raise ValueError(f"impl={impl!r} supports cells 'lstm' and 'gru' (reset_after=True); got "
                      f"{cell}")
+  float32 = all(jnp.dtype(leaf.dtype) == jnp.float32 for leaf in jax.tree.leaves(carry))
   if impl == "cudnn":
     if cell.name != "lstm":
       raise ValueError(f"impl='cudnn' runs the plain 'lstm' cell only; got {cell}")
     if not cudnn_lib.available():
       raise ValueError("impl='cudnn' runs cuDNN's kernels (jax.experimental.rnn) on a GPU; "
                        f"this backend is {jax.default_backend()!r}")
-    dtypes = {str(jnp.dtype(leaf.dtype)) for leaf in jax.tree.leaves(carry)}
-    if dtypes != {"float32"}:
-      raise ValueError(f"impl='cudnn' needs a float32 carry; got {sorted(dtypes)}")
+    if not float32:
+      dtypes = sorted({str(jnp.dtype(leaf.dtype)) for leaf in jax.tree.leaves(carry)})
+      raise ValueError(f"impl='cudnn' needs a float32 carry; got {dtypes}")
   if impl != "auto":
     return impl
-  float32 = all(jnp.dtype(leaf.dtype) == jnp.float32 for leaf in jax.tree.leaves(carry))
   if supports(cell) and float32 and jax.default_backend() in ("cpu", "gpu"):
     return "fused"
   return "scan"

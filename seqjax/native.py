@@ -124,7 +124,7 @@ def _call(name, results, *args, threads, aliases=None, **attributes):
   return call(*args, threads=int(threads), **attributes)
 
 
-def _keep(keep, batch):
+def _keep(keep):
   """``keep [b, t, 1]`` as the kernels' ``[b, t]`` (a one-element dummy when unmasked)."""
   return jnp.zeros((1,), jnp.float32) if keep is None else keep[..., 0]
 
@@ -151,7 +151,7 @@ def lstm_forward(inputs, w_ih, w_hh, bias, h0, c0, keep, train: bool, threads: i
   if not project:
     w_ih = jnp.zeros((1,), jnp.float32)  # a placeholder the kernel does not read
   return _call("forward_train" if train else "forward_infer", results, inputs, w_ih, w_hh, bias,
-               h0, c0, _keep(keep, batch), masked=int(keep is not None), threads=threads,
+               h0, c0, _keep(keep), masked=int(keep is not None), threads=threads,
                project=int(project))
 
 
@@ -166,7 +166,7 @@ def lstm_backward(dhs, acts, cs, c0, keep, w_hh, dc_last, threads: int):
   carry = jax.ShapeDtypeStruct((batch, hid), jnp.float32)
   results = (jax.ShapeDtypeStruct(acts.shape, jnp.float32), carry, carry,
              jax.ShapeDtypeStruct((4 * hid,), jnp.float32))
-  return _call("backward", results, dhs, acts, cs, c0, _keep(keep, batch), w_hh, dc_last,
+  return _call("backward", results, dhs, acts, cs, c0, _keep(keep), w_hh, dc_last,
                masked=int(keep is not None), threads=threads, aliases={1: 0})
 
 

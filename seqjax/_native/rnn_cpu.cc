@@ -439,7 +439,7 @@ ffi::Error LstmWeightGradsImpl(F32 xs, F32 hs, F32 h0, F32 dgates, F32Out dw_ih,
   return ffi::Error::Success();
 }
 
-// Every handler takes seven float32 buffers (see the shapes at the top of this file).
+// The loops' handlers take seven float32 buffers (see the shapes at the top of this file).
 auto SevenBuffers() {
   return ffi::Ffi::Bind().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>().Arg<F32>();
 }
