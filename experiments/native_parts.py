@@ -1,8 +1,8 @@
 r"""Times the native CPU LSTM's parts one by one: where a training call's time goes.
 
 A training call of the fused LSTM on the CPU runs the forward kernel, the backward loop's
-kernel, the weight-gradient kernel and one XLA matmul (``dxs``). This times each on its own
-inputs, in interleaved rounds (as ``experiments.benchmark`` does), and prints milliseconds and
+kernel, the weight-gradient kernel and one XLA matmul (``dxs``); an inference call runs the
+forward kernel without residuals (``infer``). This times each on its own inputs, in interleaved rounds (as ``experiments.benchmark`` does), and prints milliseconds and
 GFLOP/s per part. Benchmarks are not tests: nothing here asserts a speed.
 
     python -m experiments.native_parts --shapes=8x512x512x512,32x128x256x256
@@ -15,6 +15,8 @@ and ``--repeats`` are the benchmark's flags.
 
 from __future__ import annotations
 
+import functools
+
 from absl import app
 from absl import flags
 import jax
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 from experiments import benchmark
 from seqjax import native
 
-PARTS = ("forward", "backward", "weight_grads", "dxs")
+PARTS = ("forward", "backward", "weight_grads", "dxs", "infer")
 
 # --shapes and --repeats are experiments.benchmark's flags (defined when it is imported).
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"which parts to time: {', '.join(PARTS)}")
@@ -43,11 +45,12 @@ def part_fns(shape, threads):
   bias, zeros = jnp.zeros(g), jnp.zeros((b, h))
   project = native.projects(native.PROJECT, d, h, threads)
 
-  def forward(xs, w_ih, w_hh):
+  def forward(xs, w_ih, w_hh, train=True):
     inputs = (xs, w_ih) if project else (jnp.einsum("btd,dg->btg", xs, w_ih), None)
-    return native.lstm_forward(*inputs, w_hh, bias, zeros, zeros, None, train=True,
+    return native.lstm_forward(*inputs, w_hh, bias, zeros, zeros, None, train=train,
                                threads=threads, project=project)
 
+  infer = jax.jit(functools.partial(forward, train=False))
   forward = jax.jit(forward)
   backward = jax.jit(lambda dhs, acts, cs: native.lstm_backward(dhs, acts, cs, zeros, None, w_hh,
                                                                 zeros, threads))
@@ -62,6 +65,7 @@ def part_fns(shape, threads):
       "backward": (lambda: done(backward(dhs, acts, cs)), 2 * b * t * h * g),
       "weight_grads": (lambda: done(weight_grads(xs, hs, dgates)), 2 * b * t * (d + h) * g),
       "dxs": (lambda: done(dxs(dgates, w_ih)), 2 * b * t * d * g),
+      "infer": (lambda: done(infer(xs, w_ih, w_hh)), 2 * b * t * (d + h) * g),
   }
 
 

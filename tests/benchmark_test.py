@@ -248,7 +248,7 @@ def test_native_parts_times_each_part_and_names_an_unknown_one():
   result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   (line,) = [l for l in result.stdout.splitlines() if l.startswith("2x5x3x16:")]
-  for part in ("forward", "backward", "weight_grads", "dxs"):
+  for part in ("forward", "backward", "weight_grads", "dxs", "infer"):
     assert re.search(rf"{part} \d+\.\d ms \(\d+ GFLOP/s\)", line), line
   bad = subprocess.run(command + ["--parts=forward,sideways"], capture_output=True, text=True,
                        timeout=300, check=False)
