@@ -2,8 +2,9 @@ r"""Times the native CPU LSTM's parts one by one: where a training call's time g
 
 A training call of the fused LSTM on the CPU runs the forward kernel, the backward loop's
 kernel, the weight-gradient kernel and one XLA matmul (``dxs``); an inference call runs the
-forward kernel without residuals (``infer``). This times each on its own inputs, in interleaved rounds (as ``experiments.benchmark`` does), and prints milliseconds and
-GFLOP/s per part. Benchmarks are not tests: nothing here asserts a speed.
+forward kernel without residuals (``infer``). This times each on its own inputs, in
+interleaved rounds (as ``experiments.benchmark`` does), and prints milliseconds and GFLOP/s
+per part. Benchmarks are not tests: nothing here asserts a speed.
 
     python -m experiments.native_parts --shapes=8x512x512x512,32x128x256x256
     perf record -g python -m experiments.native_parts --shapes=8x512x512x512 \

@@ -121,14 +121,16 @@ inline std::vector<float> Pack(const std::vector<float>& p, int64_t k, int64_t n
 inline void Gemm(int64_t m, int64_t n, int64_t k, int64_t k_begin, int64_t k_end,
                  const float* a, int64_t lda, const float* panels, float* c, bool accumulate) {
   // Rows split into near-equal tiles of at most kMaxRows, so no tile is a thin tail.
-  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows;
+  const int64_t tiles = (m + kMaxRows - 1) / kMaxRows, depth = k_end - k_begin;
   for (int64_t j0 = 0; j0 < n; j0 += kPanel) {
     const int64_t w = std::min<int64_t>(kPanel, n - j0);
     const float* pt = panels + k * j0 + k_begin * w;
     for (int64_t tile = 0, r = 0; tile < tiles; ++tile) {
       const int rows = static_cast<int>(m / tiles + (tile < m % tiles ? 1 : 0));
-      if (w == kPanel) TileRows<2>(rows, a + r * lda, lda, pt, k_end - k_begin, c + r * n + j0, n, accumulate);
-      else TileRows<1>(rows, a + r * lda, lda, pt, k_end - k_begin, c + r * n + j0, n, accumulate);
+      const float* at = a + r * lda;
+      float* ct = c + r * n + j0;
+      if (w == kPanel) TileRows<2>(rows, at, lda, pt, depth, ct, n, accumulate);
+      else TileRows<1>(rows, at, lda, pt, depth, ct, n, accumulate);
       r += rows;
     }
   }

@@ -249,16 +249,16 @@ void LstmBackward(int64_t batch, int64_t time, int64_t hid, int threads, const f
   });
 }
 
-// The weight gradients dw_ih = sum over rows (b, t) of x_t^T dgates_t and dw_hh = sum of
-// h_{t-1}^T dgates_t (h0 at t = 0), computed from xs, hs and h0 as they lie. XLA would first
-// transpose xs and the shifted hs into two [d or h, b * t] buffers for its matmuls. Each thread
-// owns a range of the g columns and needs no barrier: per pass of kPassRows rows it packs the rows'
-// [x_t, h_{t-1}] k-major (all m = d + h of them) and its columns of dgates in panels, then
-// runs the tiles. A padded step's dgates are zero, so it adds nothing.
 // Rows (b, t) per pass of the weight gradients: 128 x 32 panel slices (16 KiB) stay in L1
 // (256 to 2048 measured no different).
 constexpr int64_t kPassRows = 128;
 
+// The weight gradients dw_ih = sum over rows (b, t) of x_t^T dgates_t and dw_hh = sum of
+// h_{t-1}^T dgates_t (h0 at t = 0), computed from xs, hs and h0 as they lie. XLA would first
+// transpose xs and the shifted hs into two [d or h, b * t] buffers for its matmuls. Each thread
+// owns a range of the g columns and needs no barrier: per pass of kPassRows rows it packs the
+// rows' [x_t, h_{t-1}] k-major (all m = d + h of them) and its columns of dgates in panels, then
+// runs the tiles. A padded step's dgates are zero, so it adds nothing.
 void LstmWeightGrads(int64_t batch, int64_t time, int64_t in_dim, int64_t hid, int threads,
                      const float* xs, const float* hs, const float* h0, const float* dgates,
                      float* dw_ih, float* dw_hh) {
