@@ -1,4 +1,5 @@
-# Quickstart targets. Both create .venv on first use and install what they need into it.
+# Quickstart targets. Both create .venv on first use and install what they need into it, at the
+# versions pinned in constraints.txt (the ones the committed results were made with).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,8 +12,8 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PY) -m pip install -q -e .
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml constraints.txt
+	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $@
 
 # The native CPU kernels of the fused LSTM (seqjax/native.py), built against the installed
@@ -22,7 +23,7 @@ $(NATIVE): seqjax/_native/rnn_cpu.cc seqjax/_native/blocks.h $(VENV)/.installed
 	$(PY) -m seqjax._native || echo "seqjax: native CPU kernels not built (above); the XLA loops run instead"
 
 $(STAMP): $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed $(NATIVE)
