@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqjax import decoding
-from seqjax import encdec
+from seqjax.models import encdec
 
 BOS, EOS = 1, 2
 SPECS = {
