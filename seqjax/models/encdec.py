@@ -1,7 +1,7 @@
 """RNN encoder-decoder with optional attention (Sutskever 2014, Cho 2014, Bahdanau 2015, Luong 2015).
 
-Shape letters: b batch, s source time, t target time, e embedding, h hidden, v vocabulary,
-k encoder output features (``h``, or ``2h`` when the encoder is bidirectional).
+Shapes as in the glossary of ``seqjax/__init__.py``; ``m`` is the encoder output size (``h``, or
+``2h`` when the encoder is bidirectional), the features the attention reads.
 
 The model is a :class:`Spec` (static, hashable: sizes and choices) and a params pytree from
 :func:`init`. Its parts are pure functions:
@@ -11,6 +11,10 @@ The model is a :class:`Spec` (static, hashable: sizes and choices) and a params 
   the batch as its leading axis so that :mod:`seqjax.decoding` can repeat and gather it for beams;
 * :func:`decode_step` is one decoder step ``(state, token) -> (state, logits, attention)``;
 * :func:`forward` is teacher forcing: ``lax.scan`` of the very same step over the gold prefix.
+
+Embedding lookups, dense maps, dropout, the source mask and the loss are ``seqjax.layers``'. Dropout
+takes one PRNG key or one key per example (``[b]``); with per-example keys every mask of a row
+depends on that row's key alone, so a batch split over devices trains as it would on one.
 
 The decoder's conditioning on the source depends on ``Spec.attention``:
 
@@ -37,11 +41,15 @@ import numpy as np
 
 from seqjax import attention as attention_lib
 from seqjax import cells as cells_lib
+from seqjax import layers
 from seqjax import recurrent
 
 ATTENTIONS = ("none",) + attention_lib.KINDS
 # Logit given to pad and bos, which are never a correct next token; finite so no NaN can appear.
 _NEVER = -1e9
+# Dropout sites: each gets its own keys via layers.fold_keys, so no two sites share a mask.
+_ENCODER, _DECODER = 0, 1
+_EMBEDDING, _STEPS = 0, 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +104,7 @@ class Spec:
 
   @property
   def key_size(self) -> int:
-    """``k``: features of each encoder output."""
+    """``m``: features of each encoder output (what the attention reads)."""
     return self.hidden_size * (2 if self.bidirectional else 1)
 
   @property
@@ -107,14 +115,6 @@ class Spec:
   def copies_encoder_state(self) -> bool:
     """Decoder starts from the encoder's final carries, layer by layer; else a learnt bridge."""
     return not self.bidirectional and self.encoder_layers == self.decoder_layers
-
-
-def _dense(key, d_in, d_out):
-  """PyTorch ``nn.Linear`` default init, ``[d_in, d_out]``."""
-  k_w, k_b = jax.random.split(key)
-  bound = d_in ** -0.5
-  return {"w": jax.random.uniform(k_w, (d_in, d_out), jnp.float32, -bound, bound),
-          "b": jax.random.uniform(k_b, (d_out,), jnp.float32, -bound, bound)}
 
 
 def init(key, spec: Spec) -> dict:
@@ -132,10 +132,11 @@ def init(key, spec: Spec) -> dict:
                                       spec.bidirectional),
       "decoder": [cell.init(next(keys), first_input if layer == 0 else h, h)
                   for layer in range(spec.decoder_layers)],
-      "output": _dense(next(keys), h + (context + e if context else 0), spec.tgt_vocab),
+      "output": layers.init_dense(next(keys), h + (context + e if context else 0),
+                                  spec.tgt_vocab),
   }
   if not spec.copies_encoder_state:
-    params["bridge"] = _dense(next(keys), spec.key_size, h * spec.decoder_layers)
+    params["bridge"] = layers.init_dense(next(keys), spec.key_size, h * spec.decoder_layers)
   if spec.attention != "none":
     params["attention"] = attention_lib.init_attention(next(keys), spec.attention, h,
                                                        spec.key_size, spec.attention_size)
@@ -146,15 +147,17 @@ def count_params(params) -> int:
   return int(sum(np.size(x) for x in jax.tree.leaves(params)))
 
 
-def _dropout(x, rate, key):
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0)
+def _embed(table, tokens):
+  return layers.embed({"embedding": table}, tokens)
+
+
+def _fold(key, site):
+  """Keys of one dropout site (one key or per-example keys alike); None stays None."""
+  return None if key is None else layers.fold_keys(key, site)
 
 
 def _top_output(spec: Spec, finals) -> jax.Array:
-  """Final hidden state of the top encoder layer, ``[b, k]`` (both directions concatenated)."""
+  """Final hidden state of the top encoder layer, ``[b, m]`` (both directions concatenated)."""
   top = finals[-1]
   if spec.bidirectional:
     return jnp.concatenate([cells_lib.output_of(top[0]), cells_lib.output_of(top[1])], axis=-1)
@@ -165,10 +168,12 @@ def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
            dropout_key: jax.Array | None = None) -> dict:
   """Encodes ``src: [b, s]`` ids (valid lengths ``src_lengths: [b]``) into the decoder state.
 
+  ``dropout_key``: None (no dropout), one PRNG key, or ``[b]`` per-example keys.
+
   Returns:
     A dict pytree, leaves ``[b, ...]``: ``carry`` (a list, one decoder carry per layer) and,
-    depending on the attention, ``keys [b, s, k]``, ``projected`` keys, ``mask [b, s]``, or the
-    fixed ``context [b, k]``.
+    depending on the attention, ``keys [b, s, m]``, ``projected`` keys, ``mask [b, s]``, or the
+    fixed ``context [b, m]``.
   """
   if np.ndim(src) != 2 or np.shape(src_lengths) != np.shape(src)[:1]:
     raise ValueError(f"src must be [b, s] ids and src_lengths [b]; got {np.shape(src)} and "
@@ -178,10 +183,16 @@ def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
   time = src.shape[1]
   if spec.reverse_source:
     src = jnp.take_along_axis(src, recurrent.reverse_index(src_lengths, time), axis=1)
-  k_embed, k_stack = (None, None) if dropout_key is None else jax.random.split(dropout_key)
-  xs = _dropout(params["src_embed"][src], spec.dropout, k_embed)
-  outputs, finals = recurrent.stack(cell, params["encoder"], xs, lengths=src_lengths,
-                                    dropout_rate=spec.dropout, dropout_key=k_stack)
+  xs = layers.dropout(_fold(dropout_key, _EMBEDDING), _embed(params["src_embed"], src),
+                      spec.dropout)
+  # Layer by layer so that the dropout between layers is layers.dropout, per-example keys too.
+  finals = []
+  for layer, layer_params in enumerate(params["encoder"]):
+    if layer:
+      xs = layers.dropout(_fold(dropout_key, layer), xs, spec.dropout)  # sites 1 .. L - 1
+    xs, (final,) = recurrent.stack(cell, [layer_params], xs, lengths=src_lengths)
+    finals.append(final)
+  outputs = xs
   if spec.reverse_source:
     index = recurrent.reverse_index(src_lengths, time)
     outputs = jnp.take_along_axis(outputs, index[:, :, None], axis=1)
@@ -190,7 +201,7 @@ def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
   if spec.copies_encoder_state:
     carry = list(finals)
   else:
-    start = jnp.tanh(_top_output(spec, finals) @ params["bridge"]["w"] + params["bridge"]["b"])
+    start = jnp.tanh(layers.dense(params["bridge"], _top_output(spec, finals)))
     carry = []
     for layer in range(spec.decoder_layers):
       h0 = start[:, layer * h:(layer + 1) * h]
@@ -202,7 +213,7 @@ def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
   else:
     state["keys"] = outputs
     state["projected"] = attention_lib.project_keys(spec.attention, params["attention"], outputs)
-    state["mask"] = attention_lib.padding_mask(src_lengths, time)
+    state["mask"] = layers.mask_from_lengths(src_lengths, time)
   return state
 
 
@@ -215,7 +226,8 @@ def _step_features(params, spec: Spec, state: dict, embedded: jax.Array, dropout
   """Decoder recurrence for one step; returns ``(state, features [b, f], attention [b, s] | None)``.
 
   ``features`` is the output layer's input; the output matmul itself is left to the caller so
-  that teacher forcing can do it once for all steps.
+  that teacher forcing can do it once for all steps. ``dropout_key`` (one key or ``[b]`` keys)
+  is this step's; layer ``l``'s dropout uses ``fold_keys(dropout_key, l)``.
   """
   cell = cells_lib.get_cell(spec.cell)
   weights = None
@@ -229,8 +241,8 @@ def _step_features(params, spec: Spec, state: dict, embedded: jax.Array, dropout
   for layer, (layer_params, layer_carry) in enumerate(zip(params["decoder"], state["carry"])):
     new_carry, x = cell.step(layer_params, layer_carry, cell.project(layer_params, x))
     carry.append(new_carry)
-    if dropout_key is not None and layer + 1 < spec.decoder_layers:
-      x = _dropout(x, spec.dropout, jax.random.fold_in(dropout_key, layer))
+    if layer + 1 < spec.decoder_layers:
+      x = layers.dropout(_fold(dropout_key, layer), x, spec.dropout)
   if spec.attention in ("dot", "general"):
     context, weights = _attend(params, spec, state, x)
   if context is not None:
@@ -239,7 +251,7 @@ def _step_features(params, spec: Spec, state: dict, embedded: jax.Array, dropout
 
 
 def _readout(params, spec: Spec, features: jax.Array) -> jax.Array:
-  logits = features @ params["output"]["w"] + params["output"]["b"]
+  logits = layers.dense(params["output"], features)
   never = jnp.zeros((spec.tgt_vocab,), bool).at[jnp.array([spec.pad_id, spec.bos_id])].set(True)
   return jnp.where(never, _NEVER, logits)
 
@@ -247,10 +259,12 @@ def _readout(params, spec: Spec, features: jax.Array) -> jax.Array:
 def decode_step(params, spec: Spec, state: dict, tokens: jax.Array, dropout_key=None):
   """One decoder step: ``tokens: [b]`` (previous outputs) -> ``(state, logits [b, v], attention)``.
 
-  ``attention`` is ``[b, s]``, or None when ``spec.attention == "none"``.
+  ``attention`` is ``[b, s]``, or None when ``spec.attention == "none"``. ``dropout_key``: None,
+  one key or ``[b]`` keys for this step.
   """
-  embedded = _dropout(params["tgt_embed"][tokens], spec.dropout,
-                      None if dropout_key is None else jax.random.fold_in(dropout_key, 1000))
+  # Site decoder_layers: after the sites 0 .. decoder_layers - 2 of the layers in between.
+  embedded = layers.dropout(_fold(dropout_key, spec.decoder_layers),
+                            _embed(params["tgt_embed"], tokens), spec.dropout)
   state, features, weights = _step_features(params, spec, state, embedded, dropout_key)
   return state, _readout(params, spec, features), weights
 
@@ -267,18 +281,25 @@ def log_prob_step(params, spec: Spec):
 def forward(params, spec: Spec, src, src_lengths, tgt_in, dropout_key=None):
   """Teacher forcing: logits for every position of ``tgt_in: [b, t]`` (``bos`` + gold prefix).
 
+  Args:
+    src, src_lengths: as in :func:`encode`.
+    tgt_in: ``[b, t]`` int ids.
+    dropout_key: None (no dropout), one PRNG key, or ``[b]`` per-example keys (then every mask of
+      row ``i`` depends on ``dropout_key[i]`` alone, however the batch is split over devices).
+
   Returns:
     ``(logits [b, t, v], attention [b, t, s] | None)``.
   """
-  k_enc, k_dec = (None, None) if dropout_key is None else jax.random.split(dropout_key)
-  state = encode(params, spec, src, src_lengths, k_enc)
-  embedded = _dropout(params["tgt_embed"][tgt_in], spec.dropout,
-                      None if k_dec is None else jax.random.fold_in(k_dec, 1000))
+  key_encoder, key_decoder = _fold(dropout_key, _ENCODER), _fold(dropout_key, _DECODER)
+  state = encode(params, spec, src, src_lengths, key_encoder)
+  embedded = layers.dropout(_fold(key_decoder, _EMBEDDING), _embed(params["tgt_embed"], tgt_in),
+                            spec.dropout)
+  key_steps = _fold(key_decoder, _STEPS)
 
   def body(state, inputs):
     step, embedded_t = inputs
-    key = None if k_dec is None else jax.random.fold_in(k_dec, step)
-    state, features, weights = _step_features(params, spec, state, embedded_t, key)
+    state, features, weights = _step_features(params, spec, state, embedded_t,
+                                              _fold(key_steps, step))
     return state, (features, weights)
 
   steps = jnp.arange(tgt_in.shape[1])
@@ -288,22 +309,20 @@ def forward(params, spec: Spec, src, src_lengths, tgt_in, dropout_key=None):
 
 
 def token_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """``log p(targets)`` per position: ``[b, t, v], [b, t] -> [b, t]``."""
-  return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), targets[..., None], -1)[..., 0]
+  """``log p(targets)`` per position: ``[b, t, v], [b, t] -> [b, t]`` (``-layers.cross_entropy``)."""
+  return -layers.cross_entropy(logits, targets)
 
 
 def loss(logits, targets, mask, label_smoothing: float = 0.0):
-  """Mean cross-entropy over the positions where ``mask`` is True; returns ``(loss, tokens)``."""
-  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
-  if label_smoothing:
-    # Smooth over the tokens the model may emit (pad and bos pinned to _NEVER are excluded).
-    valid = log_probs > _NEVER / 2
-    smooth = -jnp.sum(jnp.where(valid, log_probs, 0.0), -1) / jnp.sum(valid, -1)
-    nll = (1.0 - label_smoothing) * nll + label_smoothing * smooth
-  mask = mask.astype(jnp.float32)
-  tokens = jnp.sum(mask)
-  return jnp.sum(nll * mask) / jnp.maximum(tokens, 1.0), tokens
+  """Mean cross-entropy over the positions where ``mask`` is True; returns ``(loss, tokens)``.
+
+  ``layers.masked_cross_entropy``, with label smoothing spread over the tokens the model may emit
+  (pad and bos, pinned to a huge negative logit, are left out).
+  """
+  total, tokens = layers.masked_cross_entropy(
+      logits, targets, mask=mask, label_smoothing=label_smoothing,
+      smooth_over=logits > _NEVER / 2, reduction="sum")
+  return total / jnp.maximum(tokens, 1.0), tokens
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
