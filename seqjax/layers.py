@@ -69,12 +69,13 @@ def init_dense(key, input_size: int, output_size: int, dtype=jnp.float32,
   if input_size < 1 or output_size < 1:
     raise ValueError(f"input_size and output_size must be positive; got {input_size} and "
                      f"{output_size}")
-  k_w, k_b = jax.random.split(key)
+  key_w, key_b = jax.random.split(key)
   bound = input_size ** -0.5
-  params = {"w": jax.random.uniform(k_w, (input_size, output_size), jnp.float32, -bound, bound)
+  params = {"w": jax.random.uniform(key_w, (input_size, output_size), jnp.float32, -bound, bound)
                  .astype(dtype)}
   if use_bias:
-    params["b"] = jax.random.uniform(k_b, (output_size,), jnp.float32, -bound, bound).astype(dtype)
+    params["b"] = (jax.random.uniform(key_b, (output_size,), jnp.float32, -bound, bound)
+                   .astype(dtype))
   return params
 
 
@@ -145,7 +146,8 @@ def fold_keys(keys, data) -> jax.Array:
 
 
 def dropout(key, x: jax.Array, rate: float) -> jax.Array:
-  """Inverted dropout: zeroes each element with probability ``rate``, scales the rest by ``1/(1-rate)``.
+  """Inverted dropout: zeroes each element with probability ``rate``, scales the rest by
+  ``1 / (1 - rate)``.
 
   Args:
     key: None (no dropout, as at evaluation), one PRNG key (``bernoulli(key, 1 - rate,
@@ -166,10 +168,10 @@ def dropout(key, x: jax.Array, rate: float) -> jax.Array:
   if keys.ndim == 0:
     keep = jax.random.bernoulli(keys, keep_prob, np.shape(x))
   elif keys.ndim == 1 and np.ndim(x) >= 1 and keys.shape[0] == np.shape(x)[0]:
-    keep = jax.vmap(lambda k: jax.random.bernoulli(k, keep_prob, np.shape(x)[1:]))(keys)
+    keep = jax.vmap(lambda row_key: jax.random.bernoulli(row_key, keep_prob, np.shape(x)[1:]))(keys)
   else:
-    raise ValueError(f"dropout needs one key or one key per example (leading dimension "
-                     f"{np.shape(x)[:1]} of x, shape {np.shape(x)}); got keys of shape {keys.shape}")
+    raise ValueError(f"dropout needs one key or one key per example (the leading dimension of "
+                     f"x, shape {np.shape(x)}); got keys of shape {keys.shape}")
   x = jnp.asarray(x)
   return jnp.where(keep, x / keep_prob, 0.0).astype(x.dtype)
 

@@ -309,7 +309,7 @@ def forward(params, spec: Spec, src, src_lengths, tgt_in, dropout_key=None):
 
 
 def token_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """``log p(targets)`` per position: ``[b, t, v], [b, t] -> [b, t]`` (``-layers.cross_entropy``)."""
+  """``log p(targets)`` per position: ``[b, t, v], [b, t] -> [b, t]``; ``-layers.cross_entropy``."""
   return -layers.cross_entropy(logits, targets)
 
 
