@@ -1,17 +1,19 @@
 """Attention over a padded memory: additive (Bahdanau), dot and general (Luong), with masks.
 
-Shape letters: b batch, s memory (source) time, q query features, k key features, a attention size.
+Shapes as in the glossary of ``seqjax/__init__.py``: the memory (the keys: encoder outputs) is
+``[b, s, m]``, the query ``[b, q]``, ``a`` the additive score's hidden size.
 
 Every kind is two pure functions so that a decoder can do the work that does not depend on the
 query once per source sentence instead of once per target step:
 
-* ``project_keys(kind, params, keys) -> projected``: ``[b, s, k] -> [b, s, *]``, the query-free
+* ``project_keys(kind, params, keys) -> projected``: ``[b, s, m] -> [b, s, *]``, the query-free
   half of the score (``keys @ w_key`` for additive, ``keys @ w`` for general, ``keys`` for dot);
 * ``attend(kind, params, query, keys, projected, mask) -> (context, weights)``.
 
 Scores of padded positions are replaced by a very negative number before the softmax; after it
 the weights are multiplied by the mask, so padding gets exactly zero weight (and a sentence with
-no valid position at all gets an all-zero context instead of NaNs).
+no valid position at all gets an all-zero context instead of NaNs). The mask is
+``seqjax.layers.mask_from_lengths``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from seqjax import layers
 
 KINDS = ("additive", "dot", "general")
 
@@ -38,10 +42,11 @@ def init_attention(key, kind: str, query_size: int, key_size: int, attention_siz
   """Parameters of one attention layer.
 
   Args:
-    kind: ``"additive"``: ``v . tanh(q W_q + k W_k + b)``; ``"dot"``: ``q . k`` (needs
-      ``query_size == key_size``, no parameters); ``"general"``: ``q . (k W)``.
+    kind: ``"additive"``: ``v . tanh(query W_q + key W_k + bias)``; ``"dot"``:
+      ``query . key`` (needs ``query_size == key_size``, no parameters); ``"general"``:
+      ``query . (key W)``.
     query_size: ``q``, the decoder state size.
-    key_size: ``k``, the encoder output size (``2h`` for a bidirectional encoder).
+    key_size: ``m``, the encoder output size (``2h`` for a bidirectional encoder).
     attention_size: ``a``, the hidden size of the additive score (additive only).
 
   Returns:
@@ -58,30 +63,26 @@ def init_attention(key, kind: str, query_size: int, key_size: int, attention_siz
     return {"w": jax.random.uniform(key, (key_size, query_size), dtype, -bound, bound)}
   if attention_size < 1:
     raise ValueError(f"additive attention needs attention_size >= 1; got {attention_size}")
-  k_q, k_k, k_v = jax.random.split(key, 3)
+  key_query, key_keys, key_v = jax.random.split(key, 3)
   bound_in = (query_size + key_size) ** -0.5
   return {
-      "w_query": jax.random.uniform(k_q, (query_size, attention_size), dtype, -bound_in, bound_in),
-      "w_key": jax.random.uniform(k_k, (key_size, attention_size), dtype, -bound_in, bound_in),
+      "w_query": jax.random.uniform(key_query, (query_size, attention_size), dtype, -bound_in,
+                                    bound_in),
+      "w_key": jax.random.uniform(key_keys, (key_size, attention_size), dtype, -bound_in, bound_in),
       "bias": jnp.zeros((attention_size,), dtype),
-      "v": jax.random.uniform(k_v, (attention_size,), dtype, -attention_size ** -0.5,
+      "v": jax.random.uniform(key_v, (attention_size,), dtype, -attention_size ** -0.5,
                               attention_size ** -0.5),
   }
 
 
 def project_keys(kind: str, params: dict, keys: jax.Array) -> jax.Array:
-  """The query-independent part of the scores: ``keys: [b, s, k]`` -> ``[b, s, a | q | k]``."""
+  """The query-independent part of the scores: ``keys: [b, s, m]`` -> ``[b, s, a | q | m]``."""
   check_kind(kind)
   if kind == "additive":
     return keys @ params["w_key"] + params["bias"]
   if kind == "general":
     return keys @ params["w"]
   return keys
-
-
-def padding_mask(lengths: jax.Array, time: int) -> jax.Array:
-  """``[b, s]`` bool, True on the first ``lengths[i]`` positions of row ``i``."""
-  return jnp.arange(time)[None, :] < jnp.asarray(lengths)[:, None]
 
 
 def scores(kind: str, params: dict, query: jax.Array, projected: jax.Array) -> jax.Array:
@@ -106,16 +107,16 @@ def attend(kind: str, params: dict, query: jax.Array, keys: jax.Array, projected
     kind: one of :data:`KINDS`.
     params: from :func:`init_attention`.
     query: ``[b, q]``.
-    keys: ``[b, s, k]`` memory that is averaged (the encoder outputs).
+    keys: ``[b, s, m]`` memory that is averaged (the encoder outputs).
     projected: ``project_keys(kind, params, keys)``, computed once per source batch.
     mask: ``[b, s]`` bool, False on padding.
 
   Returns:
-    ``(context [b, k], weights [b, s])``; each row of ``weights`` sums to 1 over its valid
+    ``(context [b, m], weights [b, s])``; each row of ``weights`` sums to 1 over its valid
     positions and is exactly 0 on padding.
   """
   weights = masked_softmax(scores(kind, params, query, projected), mask)
-  context = jnp.einsum("bs,bsk->bk", weights.astype(keys.dtype), keys)
+  context = jnp.einsum("bs,bsm->bm", weights.astype(keys.dtype), keys)
   return context, weights
 
 
@@ -124,14 +125,14 @@ def attention(kind: str, params: dict, query: jax.Array, keys: jax.Array,
   """Convenience wrapper: validates shapes, builds the mask, projects keys and attends.
 
   Args:
-    query: ``[b, q]``; keys: ``[b, s, k]``; lengths: optional ``[b]`` valid lengths.
+    query: ``[b, q]``; keys: ``[b, s, m]``; lengths: optional ``[b]`` valid lengths in ``[0, s]``.
 
   Returns:
-    ``(context [b, k], weights [b, s])``.
+    ``(context [b, m], weights [b, s])``.
   """
   check_kind(kind)
   if np.ndim(query) != 2 or np.ndim(keys) != 3 or np.shape(query)[0] != np.shape(keys)[0]:
-    raise ValueError(f"attention needs query [b, q] and keys [b, s, k] with the same b; got "
+    raise ValueError(f"attention needs query [b, q] and keys [b, s, m] with the same b; got "
                      f"{np.shape(query)} and {np.shape(keys)}")
   batch, time, _ = keys.shape
   if lengths is None:
@@ -139,5 +140,5 @@ def attention(kind: str, params: dict, query: jax.Array, keys: jax.Array,
   else:
     if np.shape(lengths) != (batch,):
       raise ValueError(f"lengths must have shape [b] = [{batch}]; got {np.shape(lengths)}")
-    mask = padding_mask(lengths, time)
+    mask = layers.mask_from_lengths(lengths, time)
   return attend(kind, params, query, keys, project_keys(kind, params, keys), mask)

@@ -1,7 +1,6 @@
 """Recurrent cells as pure functions.
 
-Glossary of shape letters used throughout seqjax: b batch, t time, s source time,
-d input features, h hidden units, g gate width (a multiple of h), v vocabulary.
+Shapes as in the glossary of ``seqjax/__init__.py`` (``g`` = ``G * h``, the gate width).
 
 Every cell is three pure functions:
 
@@ -49,14 +48,14 @@ def _uniform(key, shape, bound, dtype):
 
 def _init_standard(key, input_size, hidden_size, gates, dtype):
   """PyTorch's default: every weight and bias ~ U(-1/sqrt(h), 1/sqrt(h))."""
-  k_ih, k_hh, k_bi, k_bh = jax.random.split(key, 4)
+  key_ih, key_hh, key_bi, key_bh = jax.random.split(key, 4)
   bound = hidden_size ** -0.5
   g = gates * hidden_size
   return {
-      "w_ih": _uniform(k_ih, (input_size, g), bound, dtype),
-      "w_hh": _uniform(k_hh, (hidden_size, g), bound, dtype),
-      "b_ih": _uniform(k_bi, (g,), bound, dtype),
-      "b_hh": _uniform(k_bh, (g,), bound, dtype),
+      "w_ih": _uniform(key_ih, (input_size, g), bound, dtype),
+      "w_hh": _uniform(key_hh, (hidden_size, g), bound, dtype),
+      "b_ih": _uniform(key_bi, (g,), bound, dtype),
+      "b_hh": _uniform(key_bh, (g,), bound, dtype),
   }
 
 
@@ -101,8 +100,8 @@ def project_gate_blocks(params: Params, xs: jax.Array, gates: int,
   if time_major and xs.shape[-1] <= w.shape[-1]:
     xs, time_major = jnp.swapaxes(xs, 0, 1), False
   blocks = []
-  for k in range(gates):
-    cols = slice(k * hid, (k + 1) * hid)
+  for gate in range(gates):
+    cols = slice(gate * hid, (gate + 1) * hid)
     gx = jnp.dot(xs.astype(w.dtype), w[:, cols], preferred_element_type=dtype)
     gx = gx + b[cols].astype(dtype)
     blocks.append(jnp.swapaxes(gx, 0, 1) if time_major else gx)
@@ -173,9 +172,9 @@ def init_peephole_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32
   ``w_peep: [3, h]`` holds the input, forget and output peepholes; i and f look at ``c_{t-1}``,
   o looks at the new ``c_t``.
   """
-  k_lstm, k_peep = jax.random.split(key)
-  params = init_lstm(k_lstm, input_size, hidden_size, dtype, forget_bias)
-  params["w_peep"] = _uniform(k_peep, (3, hidden_size), hidden_size ** -0.5, dtype)
+  key_lstm, key_peep = jax.random.split(key)
+  params = init_lstm(key_lstm, input_size, hidden_size, dtype, forget_bias)
+  params["w_peep"] = _uniform(key_peep, (3, hidden_size), hidden_size ** -0.5, dtype)
   return params
 
 
@@ -252,10 +251,10 @@ def gru_step(params: Params, carry: jax.Array, gx_t: jax.Array, reset_after: boo
 # ----------------------------------------------------------------------------- minGRU / minLSTM
 def _init_input_only(key, input_size, hidden_size, gates, dtype):
   """Weights for cells whose gates read x_t alone: ``w_ih [d, gates*h]``, ``b_ih``; no ``w_hh``."""
-  k_w, k_b = jax.random.split(key)
+  key_w, key_b = jax.random.split(key)
   bound = input_size ** -0.5
-  return {"w_ih": _uniform(k_w, (input_size, gates * hidden_size), bound, dtype),
-          "b_ih": _uniform(k_b, (gates * hidden_size,), bound, dtype)}
+  return {"w_ih": _uniform(key_w, (input_size, gates * hidden_size), bound, dtype),
+          "b_ih": _uniform(key_b, (gates * hidden_size,), bound, dtype)}
 
 
 def init_min_gru(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> Params:
@@ -269,20 +268,20 @@ def init_min_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32) -> 
 
 
 def _positive(x):
-  """The paper's ``g``: keeps candidate states positive so the log-space form is defined."""
+  """The paper's map ``g(x)``: keeps candidate states positive so the log-space form is defined."""
   return jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
 
 
 def linear_recurrence_coefficients(name: str, gx: jax.Array):
   """``(a, u)`` with ``h_t = a_t * h_{t-1} + u_t`` for the parallel cells; ``gx: [..., g]``."""
   if name == "min_gru":
-    k_z, k_h = jnp.split(gx, 2, axis=-1)
-    z = jax.nn.sigmoid(k_z)
-    return 1.0 - z, z * _positive(k_h)
-  k_f, k_i, k_h = jnp.split(gx, 3, axis=-1)
-  f, i = jax.nn.sigmoid(k_f), jax.nn.sigmoid(k_i)
+    pre_z, pre_h = jnp.split(gx, 2, axis=-1)
+    z = jax.nn.sigmoid(pre_z)
+    return 1.0 - z, z * _positive(pre_h)
+  pre_f, pre_i, pre_h = jnp.split(gx, 3, axis=-1)
+  f, i = jax.nn.sigmoid(pre_f), jax.nn.sigmoid(pre_i)
   # Normalised gates f/(f+i), i/(f+i) keep the state's scale independent of sequence length.
-  return f / (f + i), i / (f + i) * _positive(k_h)
+  return f / (f + i), i / (f + i) * _positive(pre_h)
 
 
 def min_rnn_step(name: str, carry: jax.Array, gx_t: jax.Array):

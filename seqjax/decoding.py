@@ -1,6 +1,7 @@
 """Autoregressive decoding shared by every decoder: greedy, beam search and sampling.
 
-Shape letters: b batch, k beam width, t output time (``max_len``), s source time, v vocabulary.
+Shapes as in the glossary of ``seqjax/__init__.py``: ``n`` is the beam width, ``t`` the output
+time (``max_len``), ``s`` the source time of the attention a model returns.
 
 A model plugs in through one pure function and one pytree:
 
@@ -9,7 +10,7 @@ A model plugs in through one pure function and one pytree:
   ``log_probs: [b, v]`` the model's next-token log-probabilities and ``attention: [b, s]`` the
   weights it used (optional; kept for plotting).
 * ``state``: any pytree whose every leaf has the batch as its leading axis (decoder carries, the
-  encoder outputs and their mask, a step counter, ...). Beam search repeats it ``k`` times along
+  encoder outputs and their mask, a step counter, ...). Beam search repeats it ``n`` times along
   that axis and gathers it when beams are reordered.
 
 The loops are ``jax.lax.while_loop`` s that stop as soon as every sentence has ended, and every
@@ -52,11 +53,11 @@ class BeamResult(NamedTuple):
   """Beam-search outputs, best hypothesis first along axis 1.
 
   Attributes:
-    tokens: ``[b, k, t]`` int32.
-    lengths: ``[b, k]`` int32 including the ``eos``.
-    scores: ``[b, k]`` length-normalised scores ``log_probs / ((5 + lengths) / 6) ** alpha``.
-    log_probs: ``[b, k]`` unnormalised log-probabilities.
-    attention: ``[b, k, t, s]`` or None.
+    tokens: ``[b, n, t]`` int32.
+    lengths: ``[b, n]`` int32 including the ``eos``.
+    scores: ``[b, n]`` length-normalised scores ``log_probs / ((5 + lengths) / 6) ** alpha``.
+    log_probs: ``[b, n]`` unnormalised log-probabilities.
+    attention: ``[b, n, t, s]`` or None.
   """
   tokens: jax.Array
   lengths: jax.Array
@@ -188,8 +189,8 @@ def sample(step_fn: StepFn, state, key: jax.Array, *, max_len: int, bos_id: int,
   def choose(i, log_probs):
     logits = log_probs / temperature
     if top_k:
-      kth = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][:, -1:]
-      logits = jnp.where(logits < kth, -jnp.inf, logits)
+      cutoff = jax.lax.top_k(logits, min(top_k, logits.shape[-1]))[0][:, -1:]
+      logits = jnp.where(logits < cutoff, -jnp.inf, logits)
     return jax.random.categorical(jax.random.fold_in(key, i), logits, axis=-1)
 
   return _decode(step_fn, state, choose, max_len=max_len, bos_id=bos_id, eos_id=eos_id,
@@ -197,7 +198,7 @@ def sample(step_fn: StepFn, state, key: jax.Array, *, max_len: int, bos_id: int,
 
 
 def _gather_beams(x, index):
-  """``x: [b, n, ...]``, ``index: [b, m]`` -> ``[b, m, ...]``."""
+  """``x: [b, candidates, ...]``, ``index: [b, picked]`` -> ``[b, picked, ...]``."""
   return jax.vmap(lambda row, idx: row[idx])(x, index)
 
 
@@ -206,25 +207,25 @@ def beam_search(step_fn: StepFn, state, *, beam_size: int, max_len: int, bos_id:
                 return_attention: bool = True) -> BeamResult:
   """Beam search with the GNMT length penalty.
 
-  Each step extends the ``k`` alive beams of every sentence by every token and keeps the ``2k``
-  best candidates. A candidate ending in ``eos`` that ranks within the first ``k`` becomes a
+  Each step extends the ``n`` alive beams of every sentence by every token and keeps the ``2n``
+  best candidates. A candidate ending in ``eos`` that ranks within the first ``n`` becomes a
   finished hypothesis, scored ``log_prob / ((5 + length) / 6) ** alpha`` with the length counting
-  its ``eos``; the ``k`` best candidates that do not end continue as the alive beams. A sentence
-  is over once it holds ``k`` finished hypotheses (every beam has ended); the loop stops when all
+  its ``eos``; the ``n`` best candidates that do not end continue as the alive beams. A sentence
+  is over once it holds ``n`` finished hypotheses (every beam has ended); the loop stops when all
   sentences are over or after ``max_len`` tokens, when unfinished beams are scored as they stand.
   With ``beam_size=1`` this is exactly :func:`greedy`.
 
   Args:
     step_fn: see the module docstring.
     state: initial decoding state for ``b`` sentences (leaves ``[b, ...]``); it is repeated to
-      ``[b * k, ...]``, beam ``j`` of sentence ``i`` in row ``i * k + j``.
-    beam_size: ``k``.
+      ``[b * n, ...]``, beam ``j`` of sentence ``i`` in row ``i * n + j``.
+    beam_size: ``n``.
     alpha: length-penalty exponent (0 disables it; larger favours longer outputs); traced, so a
       sweep over alphas compiles once.
     Other arguments as in :func:`greedy`.
 
   Returns:
-    A :class:`BeamResult` with the ``k`` finished hypotheses of every sentence, best first.
+    A :class:`BeamResult` with the ``n`` finished hypotheses of every sentence, best first.
   """
   _check_common(max_len, bos_id, eos_id, pad_id)
   if not isinstance(beam_size, int) or beam_size < 1:
@@ -240,27 +241,27 @@ def beam_search(step_fn: StepFn, state, *, beam_size: int, max_len: int, bos_id:
                                              "eos_id", "pad_id", "return_attention"))
 def _beam_search(step_fn, state, alpha, *, beam_size, max_len, bos_id, eos_id, pad_id,
                  return_attention):
-  k = beam_size
+  n = beam_size
   batch = _batch_size(state)
-  state = jax.tree.map(lambda x: jnp.repeat(x, k, axis=0), state)
-  attn_shape = _attention_shape(step_fn, state, batch * k) if return_attention else None
+  state = jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), state)
+  attn_shape = _attention_shape(step_fn, state, batch * n) if return_attention else None
   neg_inf = jnp.float32(-jnp.inf)
   carry = {
       "i": jnp.int32(0),
       "state": state,
-      "last": jnp.full((batch * k,), bos_id, jnp.int32),
+      "last": jnp.full((batch * n,), bos_id, jnp.int32),
       "done": jnp.zeros((batch,), bool),
-      # Only beam 0 is live at the start, so the k copies of bos do not fill the beam with
+      # Only beam 0 is live at the start, so the n copies of bos do not fill the beam with
       # duplicates.
-      "alive_lp": jnp.full((batch, k), neg_inf).at[:, 0].set(0.0),
-      "alive_tokens": jnp.full((batch, k, max_len), pad_id, jnp.int32),
-      "fin_scores": jnp.full((batch, k), neg_inf),
-      "fin_lp": jnp.full((batch, k), neg_inf),
-      "fin_lengths": jnp.zeros((batch, k), jnp.int32),
-      "fin_tokens": jnp.full((batch, k, max_len), pad_id, jnp.int32),
+      "alive_lp": jnp.full((batch, n), neg_inf).at[:, 0].set(0.0),
+      "alive_tokens": jnp.full((batch, n, max_len), pad_id, jnp.int32),
+      "fin_scores": jnp.full((batch, n), neg_inf),
+      "fin_lp": jnp.full((batch, n), neg_inf),
+      "fin_lengths": jnp.zeros((batch, n), jnp.int32),
+      "fin_tokens": jnp.full((batch, n, max_len), pad_id, jnp.int32),
   }
   if attn_shape is not None:
-    zeros = jnp.zeros((batch, k, max_len) + attn_shape, jnp.float32)
+    zeros = jnp.zeros((batch, n, max_len) + attn_shape, jnp.float32)
     carry["alive_attn"], carry["fin_attn"] = zeros, zeros
 
   def cond(c):
@@ -270,39 +271,39 @@ def _beam_search(step_fn, state, alpha, *, beam_size, max_len, bos_id, eos_id, p
     i = c["i"]
     state, log_probs, attn = _call(step_fn, c["state"], c["last"])
     vocab = log_probs.shape[-1]
-    total = c["alive_lp"][:, :, None] + log_probs.astype(jnp.float32).reshape(batch, k, vocab)
-    top_lp, top_index = jax.lax.top_k(total.reshape(batch, k * vocab), 2 * k)  # [b, 2k]
+    total = c["alive_lp"][:, :, None] + log_probs.astype(jnp.float32).reshape(batch, n, vocab)
+    top_lp, top_index = jax.lax.top_k(total.reshape(batch, n * vocab), 2 * n)  # [b, 2n]
     origin, token = top_index // vocab, (top_index % vocab).astype(jnp.int32)
     cand_tokens = _gather_beams(c["alive_tokens"], origin).at[:, :, i].set(token)
     if attn_shape is not None:
-      step_attn = attn.astype(jnp.float32).reshape((batch, k) + attn_shape)
+      step_attn = attn.astype(jnp.float32).reshape((batch, n) + attn_shape)
       cand_attn = _gather_beams(c["alive_attn"], origin)
       cand_attn = cand_attn.at[:, :, i].set(_gather_beams(step_attn, origin))
 
-    # Finished hypotheses: eos candidates ranked within the first k, merged with the old ones.
+    # Finished hypotheses: eos candidates ranked within the first n, merged with the old ones.
     is_eos = token == eos_id
-    ends = is_eos & (jnp.arange(2 * k) < k)[None, :] & ~c["done"][:, None] & (top_lp > neg_inf)
+    ends = is_eos & (jnp.arange(2 * n) < n)[None, :] & ~c["done"][:, None] & (top_lp > neg_inf)
     new_scores = jnp.where(ends, top_lp / length_penalty(i + 1, alpha), neg_inf)
-    all_scores = jnp.concatenate([c["fin_scores"], new_scores], axis=1)  # [b, 3k]
-    fin_scores, keep = jax.lax.top_k(all_scores, k)
+    all_scores = jnp.concatenate([c["fin_scores"], new_scores], axis=1)  # [b, 3n]
+    fin_scores, keep = jax.lax.top_k(all_scores, n)
     merge = lambda old, new: _gather_beams(jnp.concatenate([old, new], axis=1), keep)
     new = dict(c, i=i + 1, fin_scores=fin_scores,
                fin_lp=merge(c["fin_lp"], top_lp),
-               fin_lengths=merge(c["fin_lengths"], jnp.full((batch, 2 * k), i + 1, jnp.int32)),
+               fin_lengths=merge(c["fin_lengths"], jnp.full((batch, 2 * n), i + 1, jnp.int32)),
                fin_tokens=merge(c["fin_tokens"], cand_tokens))
     if attn_shape is not None:
       new["fin_attn"] = merge(c["fin_attn"], cand_attn)
 
-    # Alive beams: the k best candidates that did not end.
-    alive_lp, pick = jax.lax.top_k(jnp.where(is_eos, neg_inf, top_lp), k)  # [b, k]
+    # Alive beams: the n best candidates that did not end.
+    alive_lp, pick = jax.lax.top_k(jnp.where(is_eos, neg_inf, top_lp), n)  # [b, n]
     new["alive_lp"] = alive_lp
     new["alive_tokens"] = _gather_beams(cand_tokens, pick)
     if attn_shape is not None:
       new["alive_attn"] = _gather_beams(cand_attn, pick)
-    rows = (jnp.arange(batch)[:, None] * k + jnp.take_along_axis(origin, pick, axis=1)).reshape(-1)
+    rows = (jnp.arange(batch)[:, None] * n + jnp.take_along_axis(origin, pick, axis=1)).reshape(-1)
     new["state"] = jax.tree.map(lambda x: x[rows], state)
     new["last"] = jnp.take_along_axis(token, pick, axis=1).reshape(-1)
-    new["done"] = c["done"] | (jnp.sum(fin_scores > neg_inf, axis=1) >= k)
+    new["done"] = c["done"] | (jnp.sum(fin_scores > neg_inf, axis=1) >= n)
     return new
 
   c = jax.lax.while_loop(cond, body, carry)
@@ -310,12 +311,12 @@ def _beam_search(step_fn, state, alpha, *, beam_size, max_len, bos_id, eos_id, p
   # Sentences cut off by max_len: their alive beams compete with what has finished.
   open_scores = jnp.where(c["done"][:, None], neg_inf,
                           c["alive_lp"] / length_penalty(c["i"], alpha))
-  scores, keep = jax.lax.top_k(jnp.concatenate([c["fin_scores"], open_scores], axis=1), k)
+  scores, keep = jax.lax.top_k(jnp.concatenate([c["fin_scores"], open_scores], axis=1), n)
   merge = lambda old, new: _gather_beams(jnp.concatenate([old, new], axis=1), keep)
   attention = None
   if attn_shape is not None:
     attention = merge(c["fin_attn"], c["alive_attn"])
   return BeamResult(tokens=merge(c["fin_tokens"], c["alive_tokens"]),
-                    lengths=merge(c["fin_lengths"], jnp.full((batch, k), c["i"], jnp.int32)),
+                    lengths=merge(c["fin_lengths"], jnp.full((batch, n), c["i"], jnp.int32)),
                     scores=scores, log_probs=merge(c["fin_lp"], c["alive_lp"]),
                     attention=attention)

@@ -1,7 +1,7 @@
 """Bringing PyTorch recurrent modules into seqjax: ``from_torch(module) -> (apply_fn, params)``.
 
-Shape letters: b batch, t time, d input features, h hidden units; L ``num_layers``, D the number
-of directions (2 when ``bidirectional``, else 1) and G the gates per cell (RNN 1, LSTM 4, GRU 3).
+Shapes as in the glossary of ``seqjax/__init__.py`` (L is torch's ``num_layers``, D its number of
+directions, G the gates per cell).
 
 ``from_torch`` reads the weights of a ``torch.nn.RNN``, ``torch.nn.LSTM`` or ``torch.nn.GRU`` into a
 flat dict of JAX arrays keyed and shaped exactly as torch names and shapes them (``weight_ih_l0``:
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
+from seqjax import checks
 from seqjax import recurrent
 
 # torch's ``RNNBase.mode`` -> (seqjax cell name, nonlinearity).
@@ -155,8 +156,8 @@ def _check_params(spec: _Spec, params) -> None:
   if not isinstance(params, dict):
     raise ValueError(f"params for {spec.description} must be the dict from from_torch; got "
                      f"{type(params).__name__}")
-  missing = [k for k in expected if k not in params]
-  extra = [k for k in params if k not in expected]
+  missing = [name for name in expected if name not in params]
+  extra = [name for name in params if name not in expected]
   if missing or extra:
     raise ValueError(f"params do not match {spec.description}: missing {missing}, unexpected "
                      f"{extra}")
@@ -183,7 +184,7 @@ def _check_lengths(spec: _Spec, lengths, batch: int, time: int):
   if not isinstance(lengths, jax.Array):
     lengths = np.asarray(lengths.detach().cpu() if hasattr(lengths, "detach") else lengths)
   try:
-    recurrent.check_lengths(lengths, batch, time)
+    checks.check_lengths(lengths, batch, time)
   except ValueError as e:
     raise ValueError(f"{spec.description}: {e}") from None
   return jnp.asarray(lengths, jnp.int32)
@@ -209,8 +210,8 @@ def _initial_carries(spec: _Spec, hx, batch: int, unbatched: bool) -> list:
   carries = []
   for layer in range(spec.num_layers):
     per_dir = []
-    for k in range(spec.directions):
-      row = layer * spec.directions + k  # torch orders layer-major, then direction.
+    for direction in range(spec.directions):
+      row = layer * spec.directions + direction  # torch orders layer-major, then direction.
       per_dir.append(tuple(a[row] for a in arrays) if is_lstm else arrays[0][row])
     carries.append(tuple(per_dir) if spec.bidirectional else per_dir[0])
   return carries

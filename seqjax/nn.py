@@ -1,6 +1,6 @@
 """Flax ``linen`` modules over seqjax's pure functions: ``RNN``, ``Embed``, ``Dense``.
 
-Shape letters: b batch, t time, d input features, h hidden units, v vocabulary.
+Shapes as in the glossary of ``seqjax/__init__.py``.
 
 The modules add nothing to the math: each creates its parameters with ``self.param`` from the
 pure ``init_*`` functions and calls the pure apply functions (``recurrent.stack``,
@@ -36,7 +36,7 @@ def _layer_name(layer: int) -> str:
 def stack_params(params) -> list[dict]:
   """An ``RNN``'s ``params`` collection -> the per-layer list that ``recurrent.stack`` takes."""
   params = params.get("params", params)
-  layer_count = len([k for k in params if k.startswith("layer_")])
+  layer_count = len([name for name in params if name.startswith("layer_")])
   return [params[_layer_name(layer)] for layer in range(layer_count)]
 
 

@@ -7,14 +7,14 @@ import pytest
 
 from seqjax import attention
 
-B, S, Q, K, A = 3, 6, 5, 5, 4
+B, S, Q, M, A = 3, 6, 5, 5, 4
 LENGTHS = np.array([6, 2, 1])
 
 
 def _inputs(seed=0):
   rng = np.random.default_rng(seed)
   query = rng.normal(size=(B, Q)).astype(np.float32)
-  keys = rng.normal(size=(B, S, K)).astype(np.float32)
+  keys = rng.normal(size=(B, S, M)).astype(np.float32)
   return query, keys
 
 
@@ -37,7 +37,7 @@ def _numpy_attention(kind, params, query, keys):
 @pytest.mark.parametrize("kind", attention.KINDS)
 def test_matches_numpy_on_each_unpadded_row(kind):
   query, keys = _inputs()
-  params = attention.init_attention(jax.random.PRNGKey(0), kind, Q, K, A)
+  params = attention.init_attention(jax.random.PRNGKey(0), kind, Q, M, A)
   params = jax.tree.map(lambda x: x + 0.3, params)  # non-zero bias for additive
 
   context, weights = attention.attention(kind, params, query, keys, LENGTHS)
@@ -52,7 +52,7 @@ def test_matches_numpy_on_each_unpadded_row(kind):
 def test_weights_sum_to_one_and_padding_gets_exactly_zero(kind):
   query, keys = _inputs(1)
   query = query * 50.0  # peaked scores, where rounding errors would show
-  params = attention.init_attention(jax.random.PRNGKey(1), kind, Q, K, A)
+  params = attention.init_attention(jax.random.PRNGKey(1), kind, Q, M, A)
 
   _, weights = attention.attention(kind, params, query, keys, LENGTHS)
 
@@ -65,7 +65,7 @@ def test_weights_sum_to_one_and_padding_gets_exactly_zero(kind):
 @pytest.mark.parametrize("kind", attention.KINDS)
 def test_padded_keys_do_not_change_anything(kind):
   query, keys = _inputs(2)
-  params = attention.init_attention(jax.random.PRNGKey(2), kind, Q, K, A)
+  params = attention.init_attention(jax.random.PRNGKey(2), kind, Q, M, A)
   pad = np.arange(S)[None, :, None] >= LENGTHS[:, None, None]
   garbage = np.where(pad, 1e3, keys).astype(np.float32)
 
@@ -78,7 +78,7 @@ def test_padded_keys_do_not_change_anything(kind):
 
 def test_empty_source_gives_zero_context_not_nan():
   query, keys = _inputs(3)
-  params = attention.init_attention(jax.random.PRNGKey(3), "additive", Q, K, A)
+  params = attention.init_attention(jax.random.PRNGKey(3), "additive", Q, M, A)
   context, weights = attention.attention("additive", params, query, keys, np.array([0, 3, 1]))
   assert np.all(np.isfinite(context)) and np.all(np.isfinite(weights))
   np.testing.assert_array_equal(context[0], 0.0)
@@ -87,7 +87,7 @@ def test_empty_source_gives_zero_context_not_nan():
 
 def test_gradients_do_not_flow_into_padding():
   query, keys = _inputs(4)
-  params = attention.init_attention(jax.random.PRNGKey(4), "general", Q, K, A)
+  params = attention.init_attention(jax.random.PRNGKey(4), "general", Q, M, A)
   grad = jax.grad(lambda k: jnp.sum(attention.attention("general", params, query, k,
                                                         LENGTHS)[0] ** 2))(jnp.asarray(keys))
   pad = np.arange(S)[None, :] >= LENGTHS[:, None]
@@ -98,13 +98,13 @@ def test_gradients_do_not_flow_into_padding():
 def test_bad_input_gets_clear_errors():
   query, keys = _inputs()
   with pytest.raises(ValueError, match="unknown attention 'cosine'"):
-    attention.init_attention(jax.random.PRNGKey(0), "cosine", Q, K, A)
+    attention.init_attention(jax.random.PRNGKey(0), "cosine", Q, M, A)
   with pytest.raises(ValueError, match="dot attention needs query size == key size"):
     attention.init_attention(jax.random.PRNGKey(0), "dot", 3, 4)
   with pytest.raises(ValueError, match="attention_size"):
-    attention.init_attention(jax.random.PRNGKey(0), "additive", Q, K, 0)
-  params = attention.init_attention(jax.random.PRNGKey(0), "dot", Q, K)
+    attention.init_attention(jax.random.PRNGKey(0), "additive", Q, M, 0)
+  params = attention.init_attention(jax.random.PRNGKey(0), "dot", Q, M)
   with pytest.raises(ValueError, match="lengths must have shape"):
     attention.attention("dot", params, query, keys, np.array([1, 2]))
-  with pytest.raises(ValueError, match=r"query \[b, q\] and keys \[b, s, k\]"):
+  with pytest.raises(ValueError, match=r"query \[b, q\] and keys \[b, s, m\]"):
     attention.attention("dot", params, query[0], keys)

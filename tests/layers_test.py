@@ -1,4 +1,4 @@
-"""Embeddings, dense heads and the masked loss against NumPy written out by hand."""
+"""Embeddings, dense heads, dropout, the length mask and the cross-entropy against NumPy by hand."""
 
 import jax
 import jax.numpy as jnp
@@ -176,3 +176,158 @@ def test_masked_cross_entropy_with_fractional_weights_is_a_weighted_mean():
   expected = (weights * nll).sum() / weights.sum()
   np.testing.assert_allclose(layers.masked_cross_entropy(logits, TOKENS, mask=weights), expected,
                              rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- cross-entropy
+def test_cross_entropy_with_label_smoothing_equals_a_hand_written_nll():
+  # Given: logits and ids, a handful of tokens the smoothing may not cover.
+  logits = 2.0 * jax.random.normal(jax.random.key(4), (B, T, V))
+  allowed = np.arange(V) >= 2
+  logp = _log_softmax_np(logits)
+  nll = -logp[np.arange(B)[:, None], np.arange(T)[None], TOKENS]
+  # Then: plain, smoothed over all v, and smoothed over the allowed tokens only.
+  np.testing.assert_allclose(layers.cross_entropy(logits, TOKENS), nll, rtol=1e-5)
+  np.testing.assert_allclose(layers.cross_entropy(logits, TOKENS, label_smoothing=0.2),
+                             0.8 * nll + 0.2 * -logp.mean(-1), rtol=1e-5)
+  np.testing.assert_allclose(
+      layers.cross_entropy(logits, TOKENS, label_smoothing=0.2, smooth_over=allowed),
+      0.8 * nll + 0.2 * -logp[..., 2:].mean(-1), rtol=1e-5)
+  mask = np.arange(T)[None] < LENGTHS[:, None]
+  smoothed = 0.9 * nll + 0.1 * -logp[..., 2:].mean(-1)
+  np.testing.assert_allclose(
+      layers.masked_cross_entropy(logits, TOKENS, lengths=LENGTHS, label_smoothing=0.1,
+                                  smooth_over=allowed), smoothed[mask].mean(), rtol=1e-5)
+
+
+def test_cross_entropy_of_probabilities_is_optax_bit_for_bit_and_one_hot_equals_ids():
+  import optax  # pylint: disable=g-import-not-at-top
+  logits = jax.random.normal(jax.random.key(5), (B, T, V))
+  probs = jax.nn.softmax(jax.random.normal(jax.random.key(6), (B, T, V)))
+  np.testing.assert_array_equal(jax.jit(layers.cross_entropy)(logits, probs),
+                                jax.jit(optax.softmax_cross_entropy)(logits, probs))
+  one_hot = jax.nn.one_hot(TOKENS, V)
+  np.testing.assert_allclose(layers.cross_entropy(logits, one_hot),
+                             layers.cross_entropy(logits, TOKENS), rtol=1e-6)
+  np.testing.assert_allclose(layers.masked_cross_entropy(logits, one_hot, lengths=LENGTHS),
+                             layers.masked_cross_entropy(logits, TOKENS, lengths=LENGTHS),
+                             rtol=1e-6)
+
+
+def test_masked_cross_entropy_sums_add_up_across_a_split_batch():
+  # Given: a batch whose halves hold different numbers of valid tokens.
+  logits = jax.random.normal(jax.random.key(7), (B, T, V))
+  mean = layers.masked_cross_entropy(logits, TOKENS, lengths=LENGTHS)
+  # When: each part reports (sum, count), as each device would.
+  parts = [layers.masked_cross_entropy(logits[rows], TOKENS[rows], lengths=LENGTHS[rows],
+                                       reduction="sum") for rows in (slice(0, 1), slice(1, B))]
+  # Then: summing both before dividing gives the whole batch's mean; averaging means does not.
+  total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
+  assert float(count) == LENGTHS.sum()
+  np.testing.assert_allclose(total / count, mean, rtol=1e-6)
+  assert abs(float(np.mean([s / n for s, n in parts])) - float(mean)) > 1e-3
+  per_token = layers.masked_cross_entropy(logits, TOKENS, lengths=LENGTHS, reduction="none")
+  mask = np.arange(T)[None] < LENGTHS[:, None]
+  np.testing.assert_array_equal(np.asarray(per_token)[~mask], 0.0)
+  np.testing.assert_allclose(np.asarray(per_token)[mask],
+                             np.asarray(layers.cross_entropy(logits, TOKENS))[mask], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    ({"reduction": "max"}, ValueError, r"unknown reduction 'max'"),
+    ({"label_smoothing": 1.0}, ValueError, r"label_smoothing must be in \[0, 1\)"),
+    ({"smooth_over": np.ones(V + 1, bool)}, ValueError, r"smooth_over must broadcast"),
+    ({"targets": np.zeros((B, T, V), np.int32)}, TypeError, r"must be probabilities"),
+], ids=["reduction", "smoothing", "smooth-over", "int-probabilities"])
+def test_cross_entropy_bad_options(kwargs, error, message):
+  args = {"logits": np.zeros((B, T, V), np.float32), "targets": TOKENS, **kwargs}
+  with pytest.raises(error, match=message):
+    layers.masked_cross_entropy(**args)
+
+
+def test_cross_entropy_poisons_a_traced_out_of_range_id():
+  logits = jax.random.normal(jax.random.key(3), (B, T, V))
+  bad = TOKENS.copy()
+  bad[1, 2] = V
+  with pytest.raises(ValueError, match=r"targets must lie in \[0, 7\)"):
+    layers.cross_entropy(logits, bad)
+  out = np.asarray(jax.jit(layers.cross_entropy)(logits, bad))
+  assert np.isnan(out[1, 2]) and np.isfinite(np.delete(out.ravel(), 1 * T + 2)).all()
+
+
+# ----------------------------------------------------------------------------- dropout
+def test_dropout_keeps_one_minus_rate_and_scales_survivors():
+  x = jnp.ones((64, 50, 32))
+  for rate in (0.1, 0.5):
+    out = np.asarray(layers.dropout(jax.random.key(0), x, rate))
+    kept = out != 0
+    # 102400 draws: the kept fraction is within 4 standard deviations of 1 - rate.
+    assert abs(kept.mean() - (1 - rate)) < 4 * np.sqrt(rate * (1 - rate) / kept.size)
+    np.testing.assert_allclose(out[kept], 1.0 / (1.0 - rate), rtol=1e-6)
+  per_example = np.asarray(layers.dropout(jax.random.split(jax.random.key(1), 64), x, 0.25))
+  assert abs((per_example != 0).mean() - 0.75) < 4 * np.sqrt(0.25 * 0.75 / x.size)
+  np.testing.assert_allclose(per_example[per_example != 0], 1.0 / 0.75, rtol=1e-6)
+  # Expectation is preserved: the mean of many dropped copies of x is x.
+  assert abs(per_example.mean() - 1.0) < 0.02
+
+
+def test_dropout_with_one_key_draws_bernoulli_masks_as_before():
+  x = jax.random.normal(jax.random.key(2), (4, 6))
+  key = jax.random.PRNGKey(3)
+  keep = jax.random.bernoulli(key, 0.7, x.shape)
+  np.testing.assert_array_equal(layers.dropout(key, x, 0.3), jnp.where(keep, x / 0.7, 0.0))
+  # Typed and raw keys give the same mask.
+  np.testing.assert_array_equal(layers.dropout(jax.random.wrap_key_data(key), x, 0.3),
+                                layers.dropout(key, x, 0.3))
+
+
+def test_per_example_dropout_of_a_batch_equals_dropout_of_its_halves():
+  # Given: one key per example, as a batch split over two devices would hold them.
+  x = jax.random.normal(jax.random.key(4), (6, 5, 3)).astype(jnp.bfloat16)
+  keys = jax.random.split(jax.random.key(5), 6)
+  # When: the whole batch and its halves are dropped with their own keys.
+  whole = layers.dropout(keys, x, 0.4)
+  halves = jnp.concatenate([layers.dropout(keys[:2], x[:2], 0.4),
+                            layers.dropout(keys[2:], x[2:], 0.4)])
+  # Then: the same masks, row by row; the dtype is kept; a row depends on its own key alone.
+  np.testing.assert_array_equal(whole.astype(jnp.float32), halves.astype(jnp.float32))
+  assert whole.dtype == jnp.bfloat16
+  other = layers.dropout(keys.at[0].set(jax.random.key(9)), x, 0.4)
+  np.testing.assert_array_equal(other[1:].astype(jnp.float32), whole[1:].astype(jnp.float32))
+  assert not np.array_equal(np.asarray(other[0] != 0), np.asarray(whole[0] != 0))
+  raw = jax.random.key_data(keys)
+  np.testing.assert_array_equal(jax.jit(layers.dropout, static_argnums=2)(raw, x, 0.4)
+                                .astype(jnp.float32), whole.astype(jnp.float32))
+
+
+def test_dropout_off_and_bad_input():
+  x = jnp.arange(6.0).reshape(2, 3)
+  assert layers.dropout(None, x, 0.5) is x
+  assert layers.dropout(jax.random.key(0), x, 0.0) is x
+  with pytest.raises(ValueError, match=r"dropout rate must be a number in \[0, 1\); got 1.0"):
+    layers.dropout(jax.random.key(0), x, 1.0)
+  with pytest.raises(ValueError, match=r"one key per example.*shape \(2, 3\).*keys of shape \(3,\)"):
+    layers.dropout(jax.random.split(jax.random.key(0), 3), x, 0.5)
+  with pytest.raises(TypeError, match="dropout keys must be PRNG keys"):
+    layers.dropout(np.float32(1.0), x, 0.5)
+
+
+def test_fold_keys_makes_per_example_keys_that_ignore_the_split():
+  key = jax.random.key(0)
+  index = jnp.arange(8)
+  keys = layers.fold_keys(key, index)
+  assert keys.shape == (8,)
+  # Each example's key is fold_in(key, its index), wherever it sits.
+  np.testing.assert_array_equal(jax.random.key_data(layers.fold_keys(key, index[5:])),
+                                jax.random.key_data(keys[5:]))
+  np.testing.assert_array_equal(jax.random.key_data(keys[3]),
+                                jax.random.key_data(jax.random.fold_in(key, 3)))
+  # Per-example keys folded with a site number: row by row, and distinct from the inputs.
+  site = layers.fold_keys(keys, 7)
+  np.testing.assert_array_equal(jax.random.key_data(site[2]),
+                                jax.random.key_data(jax.random.fold_in(keys[2], 7)))
+  assert not np.array_equal(jax.random.key_data(site), jax.random.key_data(keys))
+  raw = layers.fold_keys(jax.random.PRNGKey(0), 3)
+  assert raw.dtype == jnp.uint32
+  np.testing.assert_array_equal(raw, jax.random.fold_in(jax.random.PRNGKey(0), 3))
+  with pytest.raises(ValueError, match="fold_keys got 8 keys but 3 data values"):
+    layers.fold_keys(keys, jnp.arange(3))

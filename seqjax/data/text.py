@@ -27,6 +27,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from seqjax import layers
+
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 
@@ -275,7 +277,7 @@ def make_batch(data: EncodedPairs, indices: Sequence[int], rows: int, multiple: 
   index = np.full((rows,), -1, np.int64)
   index[:len(indices)] = indices
   return {"src": src_ids, "src_lengths": src_lengths, "tgt_in": tgt_in, "tgt_out": tgt_out,
-          "tgt_mask": (np.arange(length)[None, :] < tgt_lengths[:, None]).astype(np.float32),
+          "tgt_mask": np.asarray(layers.mask_from_lengths(tgt_lengths, length), np.float32),
           "index": index}
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqjax import decoding
-from seqjax import encdec
+from seqjax.models import encdec
 
 BOS, EOS = 1, 2
 SPECS = {
@@ -190,3 +190,27 @@ def test_bad_specs_get_clear_errors():
   params = encdec.init(jax.random.PRNGKey(0), spec)
   with pytest.raises(ValueError, match=r"src must be \[b, s\] ids"):
     encdec.encode(params, spec, jnp.zeros((3,), jnp.int32), jnp.ones((3,), jnp.int32))
+
+
+@pytest.mark.parametrize("name", ["bigru_additive", "lstm_no_context"])
+def test_dropout_with_per_example_keys_does_not_depend_on_the_batch_split(name):
+  # Given: a model with dropout at every site and one key per example.
+  spec = _spec(name, encoder_layers=2, decoder_layers=2, dropout=0.3)
+  params = encdec.init(jax.random.PRNGKey(8), spec)
+  src, src_lengths = _batch(8)
+  tgt_in = jnp.asarray(np.random.default_rng(9).integers(3, 11, size=(3, 5)), jnp.int32)
+  keys = jax.random.split(jax.random.key(10), 3)
+  forward = jax.jit(encdec.forward, static_argnums=1)
+  # When: the whole batch and its parts run with their own rows' keys.
+  whole, _ = forward(params, spec, src, src_lengths, tgt_in, keys)
+  parts = [forward(params, spec, src[rows], src_lengths[rows], tgt_in[rows], keys[rows])[0]
+           for rows in (slice(0, 2), slice(2, 3))]
+  # Then: the same logits row by row, and dropout did act (unlike evaluation).
+  np.testing.assert_allclose(whole, jnp.concatenate(parts), rtol=1e-5, atol=1e-5)
+  plain, _ = forward(params, spec, src, src_lengths, tgt_in)
+  assert np.abs(np.asarray(whole - plain)[..., 2:]).max() > 1e-2
+  # One key for the whole batch still works, and is deterministic.
+  single, _ = forward(params, spec, src, src_lengths, tgt_in, jax.random.PRNGKey(11))
+  again, _ = forward(params, spec, src, src_lengths, tgt_in, jax.random.PRNGKey(11))
+  np.testing.assert_array_equal(single, again)
+  assert np.abs(np.asarray(single - plain)[..., 2:]).max() > 1e-2
