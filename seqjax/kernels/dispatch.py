@@ -172,7 +172,7 @@ def _native_threads(cell, params, carry, backend, settings) -> int:
     return 0
   dtypes = {jnp.dtype(leaf.dtype) for leaf in (params["w_hh"], *jax.tree.leaves(carry))}
   fits = backend == "cpu" and dtypes == {jnp.dtype(jnp.float32)}
-  threads = settings.threads or _cores()
+  threads = settings.threads or default_threads()
   if settings.native is True:
     if not fits:
       raise ValueError("Settings(native=True) needs the CPU backend, a float32 carry and float32 "
@@ -184,8 +184,8 @@ def _native_threads(cell, params, carry, backend, settings) -> int:
   return threads if fits and hidden >= NATIVE_MIN_HIDDEN and native.available() else 0
 
 
-def _cores() -> int:
-  """The cores this process may run on."""
+def default_threads() -> int:
+  """Threads of a native kernel call by default: the cores this process may run on."""
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
