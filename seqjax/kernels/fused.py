@@ -32,7 +32,7 @@ as ``mask[b, t] = False``, leaves the carry unchanged and gets zero gate gradien
 Being a ``custom_vjp``, the path supports reverse-mode differentiation (``grad``, ``vjp``)
 only; ``jvp``, ``jacfwd`` and ``hessian`` need ``impl='scan'`` (``'auto'`` picks the scan for
 float64, the dtype of numerical checks). A ``custom_jvp`` whose tangent loop JAX transposes
-supports every mode but trained slower than this one (docs/speed.md).
+supports every mode but trained slower than this one (experiments/benchmark/README.md).
 
 On the CPU the LSTM's two loops and its weight gradients run as native kernels (``native/``,
 see ``Settings.native``) when they are built: the same arithmetic, with each step's matmul
@@ -64,8 +64,8 @@ class _Setting(NamedTuple):
   lean: bool         # a call that is not differentiated runs the lean scan
   # The backward loop writes its gate gradients over the coefficients they are made from (each
   # step reads its row, then overwrites it) instead of into a zero-filled buffer, which saves
-  # the fill and its copy (docs/speed.md). XLA must update the buffer in place, not copy it
-  # every step: kernels/fused_test.py checks the CPU program for such a copy.
+  # the fill and its copy (experiments/benchmark/README.md). XLA must update the buffer in
+  # place, not copy it every step: tests/kernels/fused_test.py checks the CPU program for that.
   in_place: bool
   native: int = 0        # threads of the native CPU kernels running the LSTM's loops; 0: XLA
   project: bool = False  # the native forward kernel does the input projection itself

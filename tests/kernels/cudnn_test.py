@@ -2,8 +2,8 @@
 
 On a GPU the tests run cuDNN's own kernel (jax.experimental.rnn.lstm). Elsewhere
 jax.experimental.rnn.lstm_ref, its pure-JAX reference, stands in for the kernel behind the same
-call (``kernels.Settings(cudnn_kernel=...)``): that checks all of seqjax's side (the weight layout, lengths of 0, reverse, stacks and the
-gradients through the packed weights) on the CPU.
+call (``kernels.Settings(cudnn_kernel=...)``): that checks all of seqjax's side (the weight
+layout, lengths of 0, reverse, stacks and the gradients through the packed weights) on the CPU.
 """
 
 import jax
