@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
-NATIVE := seqjax/_native/librnn_cpu.so
+NATIVE := seqjax/kernels/native/librnn_cpu.so
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench clean FORCE
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +16,13 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $@
 
-# The native CPU kernels of the fused LSTM (seqjax/native.py), built against the installed
-# jaxlib's FFI headers with the system's C++ compiler ($$CXX, default g++). Without one, seqjax
-# runs the XLA loops instead and says so here.
-$(NATIVE): seqjax/_native/rnn_cpu.cc seqjax/_native/blocks.h $(VENV)/.installed
-	$(PY) -m seqjax._native || echo "seqjax: native CPU kernels not built (above); the XLA loops run instead"
+# The native CPU kernels of the fused LSTM (seqjax/kernels/native/), built for this machine's
+# CPU against the installed jaxlib's FFI headers with the system's C++ compiler ($$CXX, default
+# g++). They are optional: without them, or on a CPU they were not built for, seqjax runs the
+# XLA loops instead and says so. Always asked (FORCE), so a checkout shared by machines with
+# different CPUs rebuilds where the library on disk was built for another CPU.
+$(NATIVE): seqjax/kernels/native/rnn_cpu.cc seqjax/kernels/native/blocks.h $(VENV)/.installed FORCE
+	$(PY) -m seqjax.kernels.native --if-needed || echo "seqjax: native CPU kernels not built (above); the XLA loops run instead"
 
 $(STAMP): $(VENV)/.installed
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
@@ -28,8 +30,9 @@ $(STAMP): $(VENV)/.installed
 
 install: $(VENV)/.installed $(NATIVE)
 
-# The main job: GRU vs LSTM counting (Weiss et al. 2018), default config.
-run: $(VENV)/.installed $(NATIVE)
+# The main job: GRU vs LSTM counting (Weiss et al. 2018), default config. The native kernels
+# are optional, so it does not build them.
+run: $(VENV)/.installed
 	$(PY) -m experiments.counting --workdir runs/counting-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP) $(NATIVE)
@@ -38,5 +41,7 @@ test: $(STAMP) $(NATIVE)
 bench: $(VENV)/.installed $(NATIVE)
 	$(PY) -m experiments.benchmark
 
+FORCE:
+
 clean:
-	rm -rf $(VENV) runs $(NATIVE)
+	rm -rf $(VENV) runs $(NATIVE) seqjax/kernels/native/librnn_cpu.cpu.json

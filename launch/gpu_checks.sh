@@ -17,7 +17,7 @@ cd "${repo}"
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}" PYTHONUNBUFFERED=1
 # Several test processes share the GPU: each takes memory as it goes, not 75% up front.
 XLA_PYTHON_CLIENT_PREALLOCATE=false "${python}" -m pytest -q -n 4 -p no:cacheprovider \
-  tests/fused_test.py tests/pallas_rnn_test.py tests/cudnn_test.py tests/recurrent_test.py \
+  tests/kernels tests/recurrent_test.py \
   > "${out}/pytest.log" 2>&1
 echo "GPU tests (exit ${?}): $(tail -1 "${out}/pytest.log")"
 

@@ -61,6 +61,9 @@ class RNN(nn.Module):
     reset_after: GRU candidate-gate convention.
     unroll: ``lax.scan`` unroll factor.
     remat: recompute each step in the backward pass instead of storing it.
+    impl: the recurrence's implementation, as ``recurrent.unroll``'s ``impl``
+      (``'auto'``, ``'scan'``, ``'fused'``, ``'pallas'``, ``'cudnn'``).
+    kernel_settings: a ``seqjax.kernels.Settings`` for the fast paths; None: the defaults.
     param_dtype: dtype of the parameters (carries stay float32 regardless).
   """
 
@@ -74,6 +77,8 @@ class RNN(nn.Module):
   reset_after: bool = True
   unroll: int = 1
   remat: bool = False
+  impl: str = "auto"
+  kernel_settings: Any = None
   param_dtype: Any = jnp.float32
 
   def _cell(self) -> cells_lib.Cell:
@@ -123,7 +128,8 @@ class RNN(nn.Module):
       dropout_key = self.make_rng("dropout")
     return recurrent.stack(cell, params, xs, lengths=lengths, initial_carry=initial_carry,
                            dropout_rate=self.dropout_rate, dropout_key=dropout_key,
-                           unroll=self.unroll, remat=self.remat)
+                           unroll=self.unroll, remat=self.remat,
+                           impl=self.impl, kernel_settings=self.kernel_settings)
 
 
 class Embed(nn.Module):

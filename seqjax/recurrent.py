@@ -18,9 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
-from seqjax import cudnn
-from seqjax import fused
-from seqjax import pallas_rnn
+from seqjax import kernels
 
 Cell = cells_lib.Cell
 
@@ -125,30 +123,19 @@ def _parallel_unroll(cell, gx, lengths, h0):
   return hs, carry
 
 
-@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "remat", "impl",
-                                             "forward", "native"))
-def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl="scan",
-            forward=None, native=None):
+@functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "impl"))
+def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, impl):
   if reverse:
     xs = _reverse(xs, lengths)
   if cell.parallel:
     ys, carry = _parallel_unroll(cell, cell.project(params, xs), lengths, carry)
     return (_reverse(ys, lengths) if reverse else ys), carry
-  if impl == "cudnn":  # Whole layer through cuDNN (cudnn.py); padding already zeroed.
-    ys, carry = cudnn.unroll_batch_major(params, xs, lengths, carry)
-    return (_reverse(ys, lengths) if reverse else ys), carry
-  if impl in ("fused", "pallas"):  # Whole layer, hand-written backward (fused.py, pallas_rnn.py).
-    mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
-    if impl == "fused":
-      hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps, forward,
-                                           native)
-    else:
-      hs, carry = pallas_rnn.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps)
-    ys = hs if mask is None else jnp.where(mask[..., None], hs, jnp.zeros_like(hs))
+  if impl.name != "scan":  # A whole layer at once, padding zeroed (seqjax/kernels).
+    ys, carry = kernels.run(impl, cell, params, xs, lengths, carry, unroll_steps)
     return (_reverse(ys, lengths) if reverse else ys), carry
   # Time-major [t, b, h] blocks, one per gate (see cells.project_gate_blocks), for the scan.
   gx = cells_lib.project_gate_blocks(params, xs, cell.gates, time_major=True)
-  step = jax.checkpoint(cell.step) if remat else cell.step
+  step = jax.checkpoint(cell.step) if impl.remat else cell.step
 
   if lengths is None:
     def body(carry, gx_t):
@@ -174,7 +161,8 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, remat, impl
 
 def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None = None,
            reverse: bool = False, initial_carry: Any = None, unroll: int = 1,
-           remat: bool = False, carry_dtype=jnp.float32, impl: str = "auto"):
+           remat: bool = False, carry_dtype=jnp.float32, impl: str = "auto",
+           kernel_settings: kernels.Settings | None = None):
   """Runs ``cell`` over a batch of sequences.
 
   Args:
@@ -191,14 +179,13 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
       the least memory of any path (plain scan only, so ``impl='auto'`` takes the scan when it
       is set; an explicit ``'fused'`` or ``'pallas'`` ignores it).
     carry_dtype: dtype of the default initial carry.
-    impl: ``'scan'`` (autodiff through ``lax.scan``), ``'fused'`` (``lstm`` and ``gru`` with
-      ``reset_after``: a whole-sequence recurrence with a hand-written backward, see
-      ``fused.py``; reverse-mode derivatives only), ``'pallas'`` (the same cells and backward
-      with the time loops as Pallas kernels, meant for GPUs and interpreted on CPU, see
-      ``pallas_rnn.py``; never picked by ``'auto'``), ``'cudnn'`` (the plain ``lstm`` through
-      cuDNN's kernels via jax.experimental.rnn, GPU and float32 carry only, see ``cudnn.py``;
-      never picked by ``'auto'``) or ``'auto'``: fused where it is measured faster (CPU and GPU,
-      float32 carry), scan elsewhere.
+    impl: ``'scan'`` (autodiff through ``lax.scan``: every cell, dtype and derivative),
+      ``'fused'`` (``lstm`` and ``gru`` with ``reset_after``: a whole-layer custom VJP, reverse
+      mode only), ``'pallas'`` (the same as Pallas kernels, for GPUs), ``'cudnn'`` (the plain
+      ``lstm`` through cuDNN, GPU) or ``'auto'``. :func:`seqjax.kernels.choose` decides what
+      runs; its docstring holds the rule.
+    kernel_settings: a :class:`seqjax.kernels.Settings` for the fast paths (native CPU kernels,
+      threads, the inference loop, Pallas interpret mode, a cuDNN stand-in); None: defaults.
 
   Returns:
     ``(ys, final_carry)``: ``ys: [b, t, h]`` and the carry after each example's last valid step.
@@ -220,12 +207,11 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     lengths = jnp.asarray(lengths, jnp.int32)
   if not isinstance(unroll, int) or unroll < 1:
     raise ValueError(f"unroll must be a positive int; got {unroll!r}")
-  # remat asks for memory: the rematerialised scan needs less than the fused path's residuals.
-  impl = fused.choose(cell, "scan" if remat and impl == "auto" else impl, initial_carry)
-  # The module-level settings are static arguments: changing them retraces, never reuses.
-  fused_settings = (fused.FORWARD, fused.native_setting()) if impl == "fused" else (None, None)
+  # The choice is a static argument of the layer's jit: a different one retraces, never reuses.
+  chosen = kernels.choose(cell, impl, params, initial_carry, remat=bool(remat),
+                          settings=kernel_settings)
   return _unroll(cell, params, jnp.asarray(xs), lengths, initial_carry, bool(reverse),
-                 unroll, bool(remat), impl, *fused_settings)
+                 unroll, chosen)
 
 
 # ----------------------------------------------------------------------------- layers of cells

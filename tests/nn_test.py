@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from seqjax import cells
+from seqjax import kernels
 from seqjax import layers
 from seqjax import nn as seqnn
 from seqjax import recurrent
@@ -43,6 +44,21 @@ def test_rnn_module_equals_pure_stack(cell, num_layers, bidirectional, opts):
   # And pure params go back in: the round trip gives the same numbers.
   again = model.apply(seqnn.rnn_variables(params), xs, lengths=LENGTHS)
   _assert_trees_close(again, (ref_ys, ref_finals))
+
+
+def test_rnn_module_passes_impl_and_kernel_settings_to_the_stack():
+  # The same params through the plain scan and through the fused path with a lean forward.
+  xs = jax.random.normal(jax.random.key(0), (B, T, D))
+  scan = seqnn.RNN(hidden_size=H, cell="gru", num_layers=2, impl="scan")
+  fused = seqnn.RNN(hidden_size=H, cell="gru", num_layers=2, impl="fused",
+                    kernel_settings=kernels.Settings(forward="lean"))
+  variables = scan.init(jax.random.key(1), xs)
+  _assert_trees_close(fused.apply(variables, xs, lengths=LENGTHS),
+                      scan.apply(variables, xs, lengths=LENGTHS), atol=1e-5)
+  jaxpr = lambda model: str(jax.make_jaxpr(lambda v: model.apply(v, xs))(variables))
+  assert "custom_vjp_call" in jaxpr(fused) and "custom_vjp_call" not in jaxpr(scan)
+  with pytest.raises(ValueError, match="impl must be one of"):
+    seqnn.RNN(hidden_size=H, impl="cuda").init(jax.random.key(1), xs)
 
 
 def test_rnn_module_uses_cell_options_at_init():

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from seqjax import cells
-from seqjax import fused
+from seqjax import kernels
 from seqjax import recurrent
+from seqjax.kernels import fused
 
 import fastpath_checks
 
@@ -69,26 +70,26 @@ def test_fused_matches_scan_with_unroll_that_does_not_divide_time(name):
 @pytest.mark.parametrize("lengths, reverse, unroll", [(None, False, 1), (LENGTHS, True, 1),
                                                       (LENGTHS, False, 3)],
                          ids=["full", "ragged-reverse", "ragged-unroll3"])
-def test_forward_without_gradient_matches_scan(monkeypatch, forward, name, lengths, reverse,
-                                               unroll):
+def test_forward_without_gradient_matches_scan(forward, name, lengths, reverse, unroll):
   # Not differentiated, the custom_vjp runs its primal: the fused loop or the lean scan.
-  monkeypatch.setattr(fused, "FORWARD", forward)
+  settings = kernels.Settings(forward=forward)
   cell, params, xs = _setup(name, seed=8)
   carry = _random_carry(cell, 9)
 
   def run(impl):
     return jax.jit(lambda p, x, c: recurrent.unroll(
         cell, p, x, lengths=lengths, initial_carry=c, reverse=reverse, unroll=unroll,
-        impl=impl))(params, xs, carry)
+        impl=impl, kernel_settings=settings))(params, xs, carry)
 
   _assert_trees_close(run("fused"), run("scan"))
+  # ... and the setting is what chose the loop.
+  assert kernels.choose(cell, "fused", params, carry, settings=settings).lean == (
+      forward == "lean")
 
 
-def test_a_bad_forward_setting_is_named(monkeypatch):
-  monkeypatch.setattr(fused, "FORWARD", "fast")
-  cell, params, xs = _setup("gru")
-  with pytest.raises(ValueError, match="fused.FORWARD must be"):
-    recurrent.unroll(cell, params, xs, impl="fused")
+def test_a_bad_forward_setting_is_named():
+  with pytest.raises(ValueError, match="Settings.forward must be None, 'fused' or 'lean'"):
+    kernels.Settings(forward="fast")
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -162,49 +163,7 @@ def test_jit_and_vmap_of_the_fused_path_match_scan(name):
   _assert_trees_close(per_network("fused"), per_network("scan"))
 
 
-# ----------------------------------------------------------------------------- dispatch
-@pytest.mark.skipif(jax.default_backend() not in ("cpu", "gpu"),
-                    reason="'auto' picks the fused path on CPU and GPU")
-def test_auto_takes_the_fused_path_for_float32_lstm_and_gru_only():
-  carry32 = jnp.zeros((B, H), jnp.float32)
-  assert fused.choose(cells.get_cell("lstm"), "auto", (carry32, carry32)) == "fused"
-  assert fused.choose(cells.get_cell("gru"), "auto", carry32) == "fused"
-  for cell in [cells.get_cell("gru", reset_after=False), cells.get_cell("peephole_lstm"),
-               cells.get_cell("rnn")]:
-    assert fused.choose(cell, "auto", carry32) == "scan"
-  # A bf16 carry keeps the scan, which rounds the carry to bf16 every step as the cells do;
-  # float64 (numerical checks, maybe forward mode) keeps it too.
-  for dtype in (jnp.bfloat16, jnp.float16):
-    assert fused.choose(cells.get_cell("gru"), "auto", carry32.astype(dtype)) == "scan"
-  with jax.enable_x64(True):
-    carry64 = jnp.zeros((B, H), jnp.float64)
-    assert fused.choose(cells.get_cell("lstm"), "auto", (carry64, carry64)) == "scan"
-  assert fused.choose(cells.get_cell("lstm"), "scan", (carry32, carry32)) == "scan"
-
-
-@pytest.mark.parametrize("impl, uses_custom_vjp", [
-    ("auto", jax.default_backend() in ("cpu", "gpu")), ("fused", True), ("scan", False)])
-def test_unroll_really_dispatches_on_impl(impl, uses_custom_vjp):
-  cell, params, xs = _setup("lstm")
-  jaxpr = str(jax.make_jaxpr(lambda p, x: recurrent.unroll(cell, p, x, impl=impl))(params, xs))
-  assert ("custom_vjp_call" in jaxpr) == uses_custom_vjp
-
-
-def test_remat_makes_auto_take_the_rematerialised_scan():
-  cell, params, xs = _setup("lstm")
-  jaxpr = str(jax.make_jaxpr(lambda p, x: recurrent.unroll(cell, p, x, remat=True))(params, xs))
-  assert "custom_vjp_call" not in jaxpr and "remat" in jaxpr
-
-
-def test_bad_impl_names_the_problem():
-  cell, params, xs = _setup("lstm")
-  with pytest.raises(ValueError, match="impl must be one of"):
-    recurrent.unroll(cell, params, xs, impl="cuda")
-  rnn = cells.get_cell("rnn")
-  with pytest.raises(ValueError, match="impl='fused' supports cells 'lstm' and 'gru'"):
-    recurrent.unroll(rnn, rnn.init(jax.random.key(0), D, H), xs, impl="fused")
-
-
+# ----------------------------------------------------------------------------- in place
 def _fused_layer_grads(name, setting, mask):
   b, t, d, h = 4, 16, 8, 8
   cell = cells.get_cell(name)
@@ -241,7 +200,9 @@ def test_cpu_training_program_never_copies_a_whole_gate_buffer(name):
   params = cell.init(jax.random.PRNGKey(0), d, h)
   xs = jnp.ones((b, t, d))
   carry = cell.initial_carry(b, h)
-  loss = lambda p, x: jnp.sum(fused.unroll_batch_major(cell, p, x, None, carry)[0])
+  impl = kernels.choose(cell, "fused", params, carry, backend="cpu")  # in place, XLA loops
+  assert impl.in_place and not impl.native
+  loss = lambda p, x: jnp.sum(fused.unroll_batch_major(cell, p, x, None, carry, 1, impl)[0])
   hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs).compile().as_text()
   whole = f"f32[{b},{t},{cell.gates * h}]"
   copies = [line for line in hlo.splitlines() if f"= {whole}" in line and " copy(" in line]

@@ -3,9 +3,9 @@
 Shape letters: b batch, t time, d input features, h hidden units, g gate width (see ``cells.py``).
 
 This is ``fused.py``'s whole-layer ``jax.custom_vjp`` with its two time loops moved into
-Pallas kernels (``recurrent.unroll(..., impl='pallas')``); read ``fused.py`` for the backward's
-algebra. Only the recurrence runs inside a kernel; everything that is one large op over all
-``b*t`` rows stays plain JAX around it:
+Pallas kernels (``recurrent.unroll(..., impl='pallas')``); the backward's algebra is
+``algebra.py``, shared with ``fused.py``. Only the recurrence runs inside a kernel; everything
+that is one large op over all ``b*t`` rows stays plain JAX around it:
 
 * outside, before: ``gx = xs @ w_ih + biases`` for the whole sequence (the GRU's ``b_hh``
   goes into the kernel instead, because its candidate gate needs it inside ``r * (h W_hn + b_hn)``);
@@ -38,11 +38,11 @@ kernel bodies evaluated as ordinary JAX), which is how the tests check these ker
 
 Limits. One program holds all of ``w_hh`` (``4 h^2`` values for the LSTM) for the whole
 loop. On the H100 (2026-11-23) the kernels compile, pass the tests of
-``tests/pallas_rnn_test.py`` and train at hidden 64, but at hidden 128 they ask for 264 to
+``tests/kernels/pallas_rnn_test.py`` and train at hidden 64, but at hidden 128 they ask for 264 to
 368 KiB of shared memory, more than one SM's 227 KiB, and do not compile; larger layers would
 need the gate columns split across programs, which a single-pass recurrence cannot do without
 a cross-program barrier per step. At hidden 64 they were slower than PyTorch's cuDNN layer in
-float32 (README, "Speed"), so ``impl='auto'`` never picks this path. Being a ``custom_vjp``,
+float32 (docs/speed.md), so ``impl='auto'`` never picks this path. Being a ``custom_vjp``,
 it supports reverse-mode derivatives only, as ``fused.py``.
 """
 
@@ -57,11 +57,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from seqjax import cells as cells_lib
-from seqjax import fused
-
-# None: interpret the kernels when JAX's default backend is the CPU, compile them elsewhere.
-# True or False forces one or the other (a debugging switch; the tests leave it alone).
-INTERPRET: bool | None = None
+from seqjax.kernels import algebra
+from seqjax.kernels import dispatch
 
 _GPU_ROWS = 16  # Triton's matmul needs >= 16 rows; 16 keeps many programs in flight.
 _GPU_MIN_HIDDEN = 16
@@ -75,18 +72,9 @@ class _Config(NamedTuple):
   interpret: bool
 
 
-def supports(cell: cells_lib.Cell) -> bool:
-  """True for the cells with a Pallas recurrence: ``lstm`` and ``gru`` with ``reset_after``."""
-  return fused.supports(cell)
-
-
-def _interpret() -> bool:
-  return jax.default_backend() == "cpu" if INTERPRET is None else bool(INTERPRET)
-
-
 def _config(batch, hidden, unroll_steps, block_rows, hidden_block, interpret) -> _Config:
   """Fills in the per-backend defaults and checks the explicit settings."""
-  interpret = _interpret() if interpret is None else bool(interpret)
+  interpret = jax.default_backend() == "cpu" if interpret is None else bool(interpret)
   if block_rows is None:
     block_rows = min(batch, _GPU_ROWS) if interpret else _GPU_ROWS
   if hidden_block is None:
@@ -104,17 +92,17 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
                        hidden_block: int | None = None, interpret: bool | None = None):
   """Runs an LSTM or GRU layer, input projection included, with Pallas time loops.
 
-  Same arguments and results as :func:`seqjax.fused.unroll_batch_major` (``unroll_steps``
+  Same arguments and results as :func:`seqjax.kernels.fused.unroll_batch_major` (``unroll_steps``
   unrolls the in-kernel time loops), plus three keyword-only ones:
 
   Args:
     block_rows: examples per kernel program (default: 16 on GPU, ``min(b, 16)`` on CPU).
     hidden_block: ``h`` padded to this per gate inside the kernels (default: the next power
       of two >= max(h, 16) on GPU, ``h`` on CPU).
-    interpret: run the kernels in Pallas interpret mode (default: on CPU only, see
-      :data:`INTERPRET`).
+    interpret: run the kernels in Pallas interpret mode (default: on the CPU backend only;
+      ``kernels.Settings.interpret`` sets it through ``recurrent.unroll``).
   """
-  if not supports(cell):
+  if not dispatch.supports(cell):
     raise ValueError(f"the Pallas recurrence supports cells 'lstm' and 'gru' (reset_after=True);"
                      f" got {cell}")
   leaves = jax.tree.leaves(carry)
@@ -233,31 +221,6 @@ def _dot(a, b):
                  preferred_element_type=jnp.promote_types(b.dtype, jnp.float32))
 
 
-def _project(xs, w_ih, dtype):
-  """``xs @ w_ih`` written time-major, ``[b, t, d] -> [t, b, g]``, ``dtype`` accumulation."""
-  # Transposing xs (d wide) is cheaper than gx (g wide); an einsum straight to [t, b, g]
-  # becomes a bf16 dot that XLA:CPU cannot run.
-  xs = jnp.swapaxes(xs, 0, 1).astype(w_ih.dtype)
-  return jnp.dot(xs, w_ih, preferred_element_type=dtype)
-
-
-def _shifted(seq, initial):
-  """``[initial, seq[0], ..., seq[t-2]]``: what each step started from, time-major."""
-  return jnp.concatenate([initial[None].astype(seq.dtype), seq[:-1]], axis=0)
-
-
-def _input_grads(weights, xs, dgx, dgh, h_prev):
-  """Gradients of the input and of all four weights from time-major ``dgx``, ``dgh``."""
-  w_ih, b_ih, w_hh, b_hh = weights
-  dtype = dgx.dtype
-  dxs = jnp.einsum("tbg,dg->btd", dgx, w_ih.astype(dtype)).astype(xs.dtype)
-  dw_ih = jnp.einsum("btd,tbg->dg", xs.astype(dtype), dgx).astype(w_ih.dtype)
-  dw_hh = jnp.einsum("tbh,tbg->hg", h_prev, dgh).astype(w_hh.dtype)
-  db_ih = jnp.sum(dgx, axis=(0, 1)).astype(b_ih.dtype)
-  db_hh = jnp.sum(dgh, axis=(0, 1)).astype(b_hh.dtype)
-  return (dw_ih, db_ih, dw_hh, db_hh), dxs
-
-
 def _time_loop(length, body, init, unroll):
   """``lax.fori_loop(0, length, body, init)`` with ``unroll`` steps per iteration, unrolled here.
 
@@ -333,7 +296,8 @@ def _lstm(config, weights, xs, keep, h0, c0):
 def _lstm_forward(config, weights, xs, keep, h0, c0):
   w_ih, b_ih, w_hh, b_hh = weights
   dtype, time, (batch, hid) = h0.dtype, xs.shape[1], h0.shape
-  gx = _project(xs, w_ih, dtype) + (b_ih.astype(dtype) + b_hh.astype(dtype))  # [t, b, 4h]
+  gx = algebra.project(xs, w_ih, dtype, time_major=True)  # [t, b, 4h]
+  gx = gx + (b_ih.astype(dtype) + b_hh.astype(dtype))
   seq = jax.ShapeDtypeStruct((time, batch, hid), dtype)
   hs, cs, acts = _call(config, _lstm_forward_kernel, batch, hid, [gx, keep, w_hh, h0, c0],
                        [_SEQ[4], _KEEP, _W_HH[4], _ROWS, _ROWS],
@@ -347,13 +311,9 @@ def _lstm_backward(config, residuals, cotangents):
   dhs, dc_last = cotangents
   dtype = acts.dtype
   i, f, g, o = jnp.split(acts, 4, axis=-1)
-  tanh_c = jnp.tanh(cs)
-  # As fused.py: every cotangent of a step is linear in the (dh, dc) at its output; these are
-  # the coefficients, for all steps at once, zero on padded steps.
-  dc_dh = o * (1.0 - tanh_c * tanh_c) * keep                            # dc += dh * dc_dh
-  coef = jnp.concatenate([g * i * (1.0 - i), _shifted(cs, c0) * f * (1.0 - f),
-                          i * (1.0 - g * g), tanh_c * o * (1.0 - o)], axis=-1) * keep
-  dc_prev = jnp.where(keep > 0, f, 1.0)                                 # dc_prev = dc * f
+  # As fused.py (algebra.py): per-step coefficients, for all steps at once, zero on padding.
+  dc_dh, coef, dc_prev = algebra.lstm_coefficients(i, f, g, o, cs,
+                                                   algebra.shifted(cs, c0, time_major=True), keep)
   w_t = weights[2].T.astype(dtype)
   dgates, dh0, dc0 = _call(config, _lstm_backward_kernel, *h0.shape,
                            [dhs, dc_dh, coef, dc_prev, 1.0 - keep, w_t, dc_last.astype(dtype)],
@@ -362,7 +322,8 @@ def _lstm_backward(config, residuals, cotangents):
                             jax.ShapeDtypeStruct(h0.shape, dtype),
                             jax.ShapeDtypeStruct(c0.shape, dtype)],
                            [_SEQ[4], _ROWS, _ROWS])
-  dweights, dxs = _input_grads(weights, xs, dgates, dgates, _shifted(hs, h0))
+  dweights, dxs = algebra.input_grads(weights, xs, dgates, dgates,
+                                      algebra.shifted(hs, h0, time_major=True), time_major=True)
   return dweights, dxs, jnp.zeros_like(keep), dh0, dc0
 
 
@@ -419,7 +380,7 @@ def _gru(config, weights, xs, keep, h0):
 def _gru_forward(config, weights, xs, keep, h0):
   w_ih, b_ih, w_hh, b_hh = weights
   dtype, time, (batch, hid) = h0.dtype, xs.shape[1], h0.shape
-  gx = _project(xs, w_ih, dtype) + b_ih.astype(dtype)  # [t, b, 3h]
+  gx = algebra.project(xs, w_ih, dtype, time_major=True) + b_ih.astype(dtype)  # [t, b, 3h]
   seq = jax.ShapeDtypeStruct((time, batch, hid), dtype)
   hs, acts, gh_n = _call(config, _gru_forward_kernel, batch, hid,
                          [gx, keep, w_hh, b_hh.astype(dtype)[None], h0],
@@ -433,13 +394,9 @@ def _gru_backward(config, residuals, dhs):
   weights, xs, keep, acts, gh_n, hs, h0 = residuals
   dtype, hid = acts.dtype, h0.shape[-1]
   r, z, n = jnp.split(acts, 3, axis=-1)
-  h_prev = _shifted(hs, h0)
-  # As fused.py: linear in the dh at a step's output; zero on padded steps.
-  dn = (1.0 - z) * (1.0 - n * n) * keep                    # d(candidate pre-activation)
-  coef = jnp.concatenate([dn * gh_n * r * (1.0 - r),       # dgh_r (= dgx_r)
-                          (h_prev - n) * z * (1.0 - z) * keep,  # dgh_z (= dgx_z)
-                          dn * r], axis=-1)                # dgh_n
-  dh_prev = jnp.where(keep > 0, z, 1.0)
+  h_prev = algebra.shifted(hs, h0, time_major=True)
+  # As fused.py (algebra.py): linear in the dh at a step's output; zero on padded steps.
+  dn, coef, dh_prev = algebra.gru_coefficients(r, z, n, gh_n, h_prev, keep)
   w_t = weights[2].T.astype(dtype)
   seq = jax.ShapeDtypeStruct(hs.shape, dtype)
   dgh, dh_out, dh0 = _call(config, _gru_backward_kernel, *h0.shape, [dhs, coef, dh_prev, w_t],
@@ -448,7 +405,7 @@ def _gru_backward(config, residuals, dhs):
                             jax.ShapeDtypeStruct(h0.shape, dtype)],
                            [_SEQ[3], _SEQ[1], _ROWS])
   dgx = jnp.concatenate([dgh[..., :2 * hid], dh_out * dn], axis=-1)
-  dweights, dxs = _input_grads(weights, xs, dgx, dgh, h_prev)
+  dweights, dxs = algebra.input_grads(weights, xs, dgx, dgh, h_prev, time_major=True)
   return dweights, dxs, jnp.zeros_like(keep), dh0
 
 

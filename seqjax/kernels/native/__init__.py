@@ -2,7 +2,7 @@
 
 XLA:CPU runs the recurrent matmul of one step (``[16, 128] @ [128, 512]`` at the benchmark's
 smallest shape) on one core, and every small operation of a step costs it a dispatch. The
-kernels in ``_native/rnn_cpu.cc`` run each of the fused LSTM's two loops (``fused.py``) as one
+kernels in ``rnn_cpu.cc`` run each of the fused LSTM's two loops (``kernels/fused.py``) as one
 call that splits the hidden units between threads: every thread multiplies the whole previous
 hidden state (and, when it projects, the step's input) by its own columns of the weights, does
 the gate arithmetic of its own units, and the threads meet at one barrier per step. The
@@ -11,48 +11,33 @@ gradients from ``xs``, ``hs`` and ``h0`` as they lie, where XLA would first tran
 the shifted ``hs`` into two more ``[b, t, ...]`` buffers. ``dxs`` and (for large training
 layers) the input projection stay large XLA matmuls.
 
-The library is built by ``make install`` (or ``python -m seqjax._native``) with the system's C++
-compiler against the installed jaxlib's FFI headers. Where it is missing, the fused path runs
-its XLA loops instead: :func:`available` says which, and why.
+The library is built by ``make install`` (or ``python -m seqjax.kernels.native``) with the
+system's C++ compiler against the installed jaxlib's FFI headers, for the building machine's CPU
+(``library.py``). Where it is missing, stale or built for a CPU with features this one lacks,
+the fused path runs its XLA loops instead: :func:`available` says which, and why. Whether the
+kernels run, with how many threads and who projects the inputs, is decided by
+``seqjax.kernels.choose`` from ``seqjax.kernels.Settings``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import os
-import subprocess
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 
-SOURCE = Path(__file__).with_name("_native") / "rnn_cpu.cc"
-HEADERS = (SOURCE.with_name("blocks.h"),)  # included by SOURCE: a newer one also needs a rebuild
-LIBRARY = SOURCE.with_name("librnn_cpu.so")
-_TARGETS = {"forward_train": "SeqjaxLstmForwardTrain", "forward_infer": "SeqjaxLstmForwardInfer",
-            "backward": "SeqjaxLstmBackward", "weight_grads": "SeqjaxLstmWeightGrads"}
+from seqjax.kernels.native.library import available
+from seqjax.kernels.native.library import build
+from seqjax.kernels.native.library import TARGETS
+from seqjax.kernels.native.library import unavailable_reason
 
-# Threads of one kernel call: None takes the cores this process may run on. A thread gets at
-# least 16 hidden units (one vector).
-THREADS: int | None = None
-
-# Whether the forward kernel also does the input projection, multiplying [x_t, h_prev] by
-# [w_ih; w_hh] at every step instead of reading xs @ w_ih from one large XLA matmul. None
-# decides per call (see projects); True or False forces it.
-PROJECT: bool | None = None
-# Per-thread weights up to which a forward projects inside the kernel. Every step streams a
-# thread's panel of [w_ih; w_hh] through the cache; beyond this the one large XLA matmul and a
-# step over w_hh alone won. Measured on the 2-core CPU, one layer, kernel projecting against
-# reading gx (train / infer; README, "Input projection"): 8x512x512x512 (4 MiB per thread)
-# 1.04x / 1.02x; 16x128x1024x512 (6 MiB) 1.04x / 0.85x; 8x128x1024x1024 (16 MiB) 0.79x / 0.46x.
-# Projecting also saves XLA's [b, t, 4h] projection buffer (training scratch at 8x512x512x512:
-# 84 MB -> 50 MB).
+# Per-thread weights up to which a forward projects inside the kernel (``Settings.project``
+# None). Every step streams a thread's panel of [w_ih; w_hh] through the cache; beyond this the
+# one large XLA matmul and a step over w_hh alone won, and below it projecting also saves XLA's
+# [b, t, 4h] projection buffer (measurements: docs/speed.md, "Input projection").
 PROJECT_MAX_BYTES = 4 << 20
 
 
 def projects(project: bool | None, in_dim: int, hid: int, threads: int) -> bool:
-  """Whether a forward kernel call projects its inputs itself (see :data:`PROJECT`)."""
+  """Whether a forward kernel call projects its inputs itself (``project`` None: the rule)."""
   if project is not None:
     return project
   # The kernel runs min(threads, hid // 16) threads (at least one), as Threads() in rnn_cpu.cc.
@@ -60,66 +45,10 @@ def projects(project: bool | None, in_dim: int, hid: int, threads: int) -> bool:
   return panel_bytes <= PROJECT_MAX_BYTES
 
 
-def build(compiler: str | None = None, output: Path = LIBRARY) -> Path:
-  """Compiles ``_native/rnn_cpu.cc`` into ``output``; raises ``RuntimeError`` with the log."""
-  compiler = compiler or os.environ.get("CXX", "g++")
-  command = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC",
-             "-isystem", jax.ffi.include_dir(), str(SOURCE), "-o", str(output) + ".tmp"]
-  result = subprocess.run(command, capture_output=True, text=True, check=False)
-  if result.returncode != 0:
-    raise RuntimeError(f"building the native kernels failed: {' '.join(command)}\n"
-                       f"{result.stdout}{result.stderr}")
-  os.replace(str(output) + ".tmp", output)  # atomic: a concurrent loader sees old or new
-  return output
-
-
-@functools.cache
-def _register(path: str) -> None:
-  """Loads the library at ``path`` and registers its targets with XLA, once per process."""
-  library = ctypes.cdll.LoadLibrary(path)
-  for target in _TARGETS.values():
-    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, target)),
-                                platform="cpu")
-
-
-def _load() -> tuple[bool, str]:
-  """``(True, '')`` once the kernels are registered, else ``(False, why not)``."""
-  if not LIBRARY.exists():
-    return False, f"{LIBRARY} is not built (run `make install` or `python -m seqjax._native`)"
-  for source in (SOURCE,) + HEADERS:
-    if source.exists() and LIBRARY.stat().st_mtime < source.stat().st_mtime:
-      return False, (f"{LIBRARY} is older than {source.name}; rebuild it "
-                     "(`python -m seqjax._native`)")
-  try:
-    _register(str(LIBRARY))
-  except (OSError, AttributeError) as error:
-    return False, f"loading {LIBRARY} failed: {error}"
-  return True, ""
-
-
-def available() -> bool:
-  """True when the kernels are built and loaded (they run on the CPU backend only)."""
-  return _load()[0]
-
-
-def unavailable_reason() -> str:
-  """Why :func:`available` is False ('' when it is True)."""
-  return _load()[1]
-
-
-def threads() -> int:
-  """Threads per kernel call: :data:`THREADS`, or the cores this process may use."""
-  if THREADS is not None:
-    if THREADS < 1:
-      raise ValueError(f"native.THREADS must be a positive int or None; got {THREADS!r}")
-    return int(THREADS)
-  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def _call(name, results, *args, threads, aliases=None, **attributes):
   if not available():
     raise RuntimeError(unavailable_reason())
-  call = jax.ffi.ffi_call(_TARGETS[name], results, input_output_aliases=aliases,
+  call = jax.ffi.ffi_call(TARGETS[name], results, input_output_aliases=aliases,
                           vmap_method="sequential")
   return call(*args, threads=int(threads), **attributes)
 

@@ -1,9 +1,9 @@
-"""impl='cudnn' (seqjax/cudnn.py) against the plain scan.
+"""impl='cudnn' (seqjax/kernels/cudnn.py) against the plain scan.
 
 On a GPU the tests run cuDNN's own kernel (jax.experimental.rnn.lstm). Elsewhere
 jax.experimental.rnn.lstm_ref, its pure-JAX reference, stands in for the kernel behind the same
-call: that checks all of seqjax's side (the weight layout, lengths of 0, reverse, stacks and the
-gradients through the packed weights) on the CPU.
+call (``kernels.Settings(cudnn_kernel=...)``): that checks all of seqjax's side (the weight
+layout, lengths of 0, reverse, stacks and the gradients through the packed weights) on the CPU.
 """
 
 import jax
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from seqjax import cells
-from seqjax import cudnn
-from seqjax import fused
+from seqjax import kernels
 from seqjax import recurrent
+from seqjax.kernels import cudnn
 
 import fastpath_checks
 
@@ -30,12 +30,11 @@ def _reference_kernel(xs, h0, c0, weights, lengths, input_size, hidden_size):
 
 
 @pytest.fixture
-def kernel(monkeypatch):
-  """cuDNN on a GPU; elsewhere the reference stands in (and compiled layers are dropped after)."""
-  if jax.default_backend() != "gpu":
-    monkeypatch.setattr(cudnn, "LSTM", _reference_kernel)
-  yield
-  jax.clear_caches()
+def kernel():
+  """Settings running cuDNN on a GPU; elsewhere the reference stands in for it."""
+  if jax.default_backend() == "gpu":
+    return kernels.Settings()
+  return kernels.Settings(cudnn_kernel=_reference_kernel)
 
 
 def _setup(seed=0):
@@ -59,14 +58,14 @@ def test_cudnn_matches_scan_outputs_carries_and_all_gradients(kernel, lengths, r
   cell, params, xs = _setup()
   carry = fastpath_checks.random_carry(cell, 10, batch=B, h=H)
   fastpath_checks.check_against_scan("cudnn", cell, params, xs, carry, lengths=lengths,
-                                     reverse=reverse)
+                                     reverse=reverse, kernel_settings=kernel)
 
 
 def test_a_zero_length_row_keeps_its_carry_and_emits_zeros(kernel):
   cell, params, xs = _setup(3)
   carry = fastpath_checks.random_carry(cell, 4, batch=B, h=H)
   ys, (h, c) = recurrent.unroll(cell, params, xs, lengths=LENGTHS, initial_carry=carry,
-                                impl="cudnn")
+                                impl="cudnn", kernel_settings=kernel)
   np.testing.assert_array_equal(h[3], carry[0][3])
   np.testing.assert_array_equal(c[3], carry[1][3])
   assert not np.any(np.asarray(ys[3])) and not np.any(np.asarray(ys[1, 4:]))
@@ -75,18 +74,23 @@ def test_a_zero_length_row_keeps_its_carry_and_emits_zeros(kernel):
 def test_bidirectional_stack_with_lengths_matches_scan(kernel):
   sizes = dict(batch=B, time=T, d=D, h=H)
   fastpath_checks.assert_trees_close(
-      fastpath_checks.stack_loss_and_grads("lstm", "cudnn", LENGTHS, **sizes),
+      fastpath_checks.stack_loss_and_grads("lstm", "cudnn", LENGTHS, **sizes,
+                                           kernel_settings=kernel),
       fastpath_checks.stack_loss_and_grads("lstm", "scan", LENGTHS, **sizes))
 
 
 def test_cudnn_is_refused_where_it_cannot_run(kernel):
-  carry = fastpath_checks.random_carry(cells.get_cell("lstm"), 0, batch=B, h=H)
+  cell, params, _ = _setup()
+  carry = fastpath_checks.random_carry(cell, 0, batch=B, h=H)
+  gru = cells.get_cell("gru")
   with pytest.raises(ValueError, match="runs the plain 'lstm' cell only"):
-    fused.choose(cells.get_cell("gru"), "cudnn", carry[0])
+    kernels.choose(gru, "cudnn", gru.init(jax.random.key(0), D, H), carry[0], settings=kernel)
   with pytest.raises(ValueError, match="needs a float32 carry"):
-    fused.choose(cells.get_cell("lstm"), "cudnn", jax.tree.map(lambda c: c.astype(jnp.bfloat16),
-                                                               carry))
-  assert fused.choose(cells.get_cell("lstm"), "auto", carry) != "cudnn"  # opt-in only
+    kernels.choose(cell, "cudnn", params, jax.tree.map(lambda c: c.astype(jnp.bfloat16), carry),
+                   settings=kernel)
+  assert kernels.choose(cell, "auto", params, carry, settings=kernel).name != "cudnn"  # opt-in
+  assert kernels.choose(cell, "cudnn", params, carry, settings=kernel) == kernels.Impl(
+      "cudnn", cudnn_kernel=kernel.cudnn_kernel)
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="the GPU has cuDNN")

@@ -16,9 +16,9 @@ import pytest
 from jax import export
 
 from seqjax import cells
-from seqjax import fused
-from seqjax import pallas_rnn
+from seqjax import kernels
 from seqjax import recurrent
+from seqjax.kernels import pallas_rnn
 
 import fastpath_checks
 
@@ -142,8 +142,10 @@ def test_auto_never_picks_pallas():
                cells.get_cell("gru", reset_after=False)]:
     for dtype in (jnp.float32, jnp.bfloat16):
       carry = jax.tree.map(lambda a: a.astype(dtype), cell.initial_carry(B, H))
-      assert fused.choose(cell, "auto", carry) != "pallas"
-  assert fused.choose(cells.get_cell("gru"), "pallas", carry32) == "pallas"
+      params = cell.init(jax.random.key(0), D, H)
+      assert kernels.choose(cell, "auto", params, carry).name != "pallas"
+  gru = cells.get_cell("gru")
+  assert kernels.choose(gru, "pallas", gru.init(jax.random.key(0), D, H), carry32).name == "pallas"
   # ... and unroll really runs a Pallas kernel only when asked to.
   cell, params, xs = _setup("gru")
   for impl, has_kernel in [("auto", False), ("pallas", True)]:

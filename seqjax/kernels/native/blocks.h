@@ -179,8 +179,8 @@ class Barrier {
 // Runs fn(thread) for thread = 0 .. n-1, thread 0 on the caller, each on its own core for the
 // call: the caller stays on the core it is on (its CPU mask is restored afterwards) and thread i
 // gets the i-th of the process's other cores. Left to the scheduler, a new thread starts on its
-// creator's core, and two threads that spin at a barrier on one core run 1 to 5 times slower
-// (measured on the 2-core machine).
+// creator's core, and two threads that spin at a barrier on one core run several times slower
+// (experiments/benchmark/README.md).
 template <class Fn>
 void RunThreads(int n, Fn fn) {
   if (n == 1) return fn(0);

@@ -1,5 +1,5 @@
 // The fused LSTM's two time loops and its weight gradients as XLA FFI custom calls for the CPU
-// (see seqjax/native.py).
+// (see seqjax/kernels/native/__init__.py).
 //
 // XLA:CPU runs the per-step recurrent matmul of a small batch ([16, 128] @ [128, 512]) on one
 // core and pays dispatch costs for every small operation of a step. Here each loop is one call
@@ -8,7 +8,7 @@
 // its units), does the gate arithmetic of its units and waits at one barrier per step for the
 // others to finish theirs.
 //
-// Shapes (batch-major, float32, as seqjax/fused.py): b batch, t time, d inputs, h hidden units,
+// Shapes (batch-major, float32, as seqjax/kernels/fused.py): b batch, t time, d inputs, h hidden units,
 // g = 4h.
 //   lstm_forward:  inputs, w_ih, w_hh [h, g], bias [g] ((b_ih + b_hh) * scale), h0, c0 [b, h],
 //                  keep [b, t] (or [1] with masked = 0); with project = 1 inputs are xs [b, t, d]

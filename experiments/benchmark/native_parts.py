@@ -6,12 +6,11 @@ forward kernel without residuals (``infer``). This times each on its own inputs,
 interleaved rounds (as ``experiments.benchmark`` does), and prints milliseconds and GFLOP/s
 per part. Benchmarks are not tests: nothing here asserts a speed.
 
-    python -m experiments.native_parts --shapes=8x512x512x512,32x128x256x256
-    perf record -g python -m experiments.native_parts --shapes=8x512x512x512 \
+    python -m experiments.benchmark.native_parts --shapes=8x512x512x512,32x128x256x256
+    perf record -g python -m experiments.benchmark.native_parts --shapes=8x512x512x512 \
         --parts=backward --repeats=40     # then `perf report`: one kernel's profile
 
-A shape is ``batch x time x input x hidden``; ``--shapes`` (default: the CPU reference shapes)
-and ``--repeats`` are the benchmark's flags.
+A shape is ``batch x time x input x hidden``; ``--shapes`` defaults to the CPU reference shapes.
 """
 
 from __future__ import annotations
@@ -23,18 +22,25 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
-from experiments import benchmark
-from seqjax import native
+from experiments.benchmark import timing
+from seqjax.kernels import dispatch
+from seqjax.kernels import native
 
 PARTS = ("forward", "backward", "weight_grads", "dxs", "infer")
 
-# --shapes and --repeats are experiments.benchmark's flags (defined when it is imported).
+_SHAPES = flags.DEFINE_list("shapes", None, "batch x time x input x hidden; default: the CPU "
+                            "reference shapes of experiments.benchmark")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "timed rounds, each calling every part once "
+                                "(interleaved); the median is reported")
 _PARTS = flags.DEFINE_list("parts", list(PARTS), f"which parts to time: {', '.join(PARTS)}")
-_THREADS = flags.DEFINE_integer("threads", None, "threads per kernel call; default: "
-                                "native.threads(), the cores this process may use")
+_THREADS = flags.DEFINE_integer("threads", None, "threads per kernel call; default: the cores "
+                                "this process may use")
+_PROJECT = flags.DEFINE_enum("project", "auto", ["auto", "kernel", "xla"],
+                             "who does the forward's input projection: the kernel at every "
+                             "step, one XLA matmul before it, or auto (native.projects)")
 
 
-def part_fns(shape, threads):
+def part_fns(shape, threads, project=None):
   """``{part: (call, flop)}`` for one float32 layer of ``shape``, each call on ready inputs."""
   b, t, d, h = shape
   g = 4 * h
@@ -44,7 +50,7 @@ def part_fns(shape, threads):
   w_hh = jax.random.normal(keys[2], (h, g)) / h ** 0.5
   dhs = jax.random.normal(keys[3], (b, t, h))
   bias, zeros = jnp.zeros(g), jnp.zeros((b, h))
-  project = native.projects(native.PROJECT, d, h, threads)
+  project = native.projects(project, d, h, threads)
 
   def forward(xs, w_ih, w_hh, train=True):
     inputs = (xs, w_ih) if project else (jnp.einsum("btd,dg->btg", xs, w_ih), None)
@@ -79,13 +85,15 @@ def main(argv):
   if jax.default_backend() != "cpu" or not native.available():
     raise app.UsageError("the native kernels run on the CPU backend, once built: "
                          f"{native.unavailable_reason() or jax.default_backend()}")
-  threads = _THREADS.value or native.threads()
+  threads = _THREADS.value or dispatch.default_threads()
+  project = {"auto": None, "kernel": True, "xla": False}[_PROJECT.value]
   print(f"threads {threads}; jax {jax.__version__}")
-  for text in flags.FLAGS.shapes or list(benchmark.CPU_SHAPES):
-    shape = benchmark.parse_shape(text)
-    fns = {name: fn for name, fn in part_fns(shape, threads).items() if name in _PARTS.value}
-    seconds = benchmark.interleaved_seconds({name: fn for name, (fn, _) in fns.items()},
-                                            flags.FLAGS.repeats, settle_seconds=0.02)
+  for text in _SHAPES.value or list(timing.CPU_SHAPES):
+    shape = timing.parse_shape(text)
+    fns = {name: fn for name, fn in part_fns(shape, threads, project).items()
+           if name in _PARTS.value}
+    seconds = timing.interleaved_seconds({name: fn for name, (fn, _) in fns.items()},
+                                         _REPEATS.value, settle_seconds=0.02)
     cells = [f"{name} {seconds[name] * 1e3:.1f} ms ({fns[name][1] / seconds[name] / 1e9:.0f} "
              "GFLOP/s)" for name in fns]
     print(f"{text}: " + ", ".join(cells) + f"; sum {sum(seconds.values()) * 1e3:.1f} ms",

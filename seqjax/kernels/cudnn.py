@@ -13,7 +13,8 @@ sequence within its length around the call).
 
 Not yet measured on a GPU: ``'auto'`` never takes it. The CPU test suite checks all of this
 glue against the plain scan with ``jax.experimental.rnn.lstm_ref`` standing in for the cuDNN
-kernel (:data:`LSTM`); ``tests/cudnn_test.py`` runs the real kernel where a GPU is present.
+kernel (``kernels.Settings(cudnn_kernel=...)``); ``tests/kernels/cudnn_test.py`` runs the real
+kernel where a GPU is present.
 """
 
 from __future__ import annotations
@@ -32,37 +33,31 @@ def pack_lstm_weights(params) -> jax.Array:
                           params["b_ih"].reshape(-1), params["b_hh"].reshape(-1)])
 
 
-def _cudnn_lstm(xs, h0, c0, weights, lengths, input_size, hidden_size):
+def cudnn_lstm(xs, h0, c0, weights, lengths, input_size, hidden_size):
+  """cuDNN's LSTM kernel: ``(xs, h0 [1, b, h], c0, weights, lengths, input_size, hidden_size) ->
+  (ys, h_n [1, b, h], c_n)``, the signature a stand-in kernel must have."""
+  # Imported here: jax.experimental.rnn loads only when this path runs.
   from jax.experimental import rnn as jax_rnn  # pylint: disable=import-outside-toplevel
   return jax_rnn.lstm(xs, h0, c0, weights, lengths, input_size=input_size,
                       hidden_size=hidden_size, num_layers=1, dropout=0.0, bidirectional=False)
 
 
-# The kernel call, ``(xs, h0 [1, b, h], c0, weights, lengths, input_size, hidden_size) ->
-# (ys, h_n [1, b, h], c_n)``. Tests on the CPU swap in jax.experimental.rnn.lstm_ref behind the
-# same signature.
-LSTM = _cudnn_lstm
-
-
-def available() -> bool:
-  """True on a GPU backend, or wherever :data:`LSTM` was replaced by a stand-in (tests)."""
-  return jax.default_backend() == "gpu" or LSTM is not _cudnn_lstm
-
-
-def unroll_batch_major(params, xs, lengths, carry):
+def unroll_batch_major(params, xs, lengths, carry, kernel=None):
   """One LSTM layer over ``xs [b, t, d]``: ``(ys [b, t, h], (h, c))``.
 
   ``lengths [b]`` (or None: all ``t`` steps); ``ys`` is zero past each row's length and the carry
-  is the state after its last valid step (the initial carry where the length is 0).
+  is the state after its last valid step (the initial carry where the length is 0). ``kernel``:
+  a stand-in for :func:`cudnn_lstm` with its signature (None: cuDNN).
   """
-  h0, c0 = carry  # float32: fused.choose refuses any other carry for impl='cudnn'
+  kernel = cudnn_lstm if kernel is None else kernel
+  h0, c0 = carry  # float32: kernels.choose refuses any other carry for impl='cudnn'
   batch, time, in_dim = xs.shape
   hid = h0.shape[-1]
   if lengths is None:
     lengths = jnp.full((batch,), time, jnp.int32)
   lengths = lengths.astype(jnp.int32)
   weights = pack_lstm_weights(params).astype(jnp.float32)
-  ys, h_n, c_n = LSTM(xs.astype(jnp.float32), h0[None], c0[None], weights,
+  ys, h_n, c_n = kernel(xs.astype(jnp.float32), h0[None], c0[None], weights,
                       jnp.maximum(lengths, 1), in_dim, hid)
   empty = (lengths == 0)[:, None]
   carry = (jnp.where(empty, h0, h_n[0]), jnp.where(empty, c0, c_n[0]))

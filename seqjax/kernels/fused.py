@@ -26,17 +26,18 @@ Everything stays batch-major (``[b, t, ...]``, the loops index ``[:, t]``), so n
 (the same function in real arithmetic; one fused tanh on XLA:CPU instead of an exp and a
 divide), and the LSTM's four gates go through a single tanh with per-column scales.
 
-``lengths``, ``reverse`` and output masking stay in ``recurrent.py``: a padded step is given
+``lengths``, ``reverse`` and output masking stay outside (``dispatch.run``): a padded step is given
 as ``mask[b, t] = False``, leaves the carry unchanged and gets zero gate gradients.
 
 Being a ``custom_vjp``, the path supports reverse-mode differentiation (``grad``, ``vjp``)
 only; ``jvp``, ``jacfwd`` and ``hessian`` need ``impl='scan'`` (``'auto'`` picks the scan for
 float64, the dtype of numerical checks). A ``custom_jvp`` whose tangent loop JAX transposes
-supports every mode but was measured 1.3 to 1.7 times slower to train than this one.
+supports every mode but trained slower than this one (experiments/benchmark/README.md).
 
-On the CPU the LSTM's two loops and its weight gradients run as native kernels (``native.py``,
-see :data:`NATIVE`) when they are built: the same arithmetic, with each step's matmul split over
-the cores.
+On the CPU the LSTM's two loops and its weight gradients run as native kernels (``native/``,
+see ``Settings.native``) when they are built: the same arithmetic, with each step's matmul
+split over the cores. Which of these runs is decided by :func:`seqjax.kernels.choose`; the
+shared backward algebra (coefficients, input projection, weight gradients) is ``algebra.py``.
 
 There is nothing to rematerialise: the forward stores only the minimum (``[b, t, g + 2h]``
 floats for the LSTM, ``[b, t, 5h]`` for the GRU, besides the inputs), so ``remat`` has no
@@ -53,117 +54,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
-from seqjax import cudnn as cudnn_lib
-from seqjax import native as native_lib
-
-IMPLS = ("auto", "scan", "fused", "pallas", "cudnn")
-
-# Which loop runs a layer that is not being differentiated (inference): None picks per backend,
-# the fused forward on CPU (measured 1.07 to 1.7 times as fast there as the plain scan on
-# 2026-11-23, after the scan's own vectorisation fix) and a
-# lean time-major ``lax.scan`` that stores nothing for a backward elsewhere (on the H100 the
-# fused forward ran only 0.2 to 0.9 times as fast as the plain scan in float32). "fused" or
-# "lean" forces one (tests). Differentiated calls always take the fused forward, which keeps
-# the residuals.
-FORWARD: str | None = None
-
-# Whether the LSTM's two loops run as the native CPU kernels of ``native.py``: None takes them on
-# the CPU backend when they are built, for a float32 layer of at least NATIVE_MIN_HIDDEN units;
-# True requires them (an error where they are not built), False keeps the XLA loops.
-NATIVE: bool | None = None
-NATIVE_MIN_HIDDEN = 16
+from seqjax.kernels import algebra
+from seqjax.kernels import native as native_lib
 
 
 class _Setting(NamedTuple):
-  """Static settings of the custom VJP (hashable: its ``nondiff_argnums``)."""
+  """Static settings of the custom VJP (hashable: its ``nondiff_argnums``), from an ``Impl``."""
   unroll_steps: int  # unroll factor of both time loops
-  lean: bool         # a call that is not differentiated runs the lean scan (see FORWARD)
+  lean: bool         # a call that is not differentiated runs the lean scan
   # The backward loop writes its gate gradients over the coefficients they are made from (each
-  # step reads its row, then overwrites it) instead of into a zero-filled buffer. On the 2-core
-  # CPU this made training up to 1.3x faster (the fill and its copy cost as much as a tenth of
-  # the call). Only on CPU: elsewhere unmeasured, and XLA must update the buffer in place, not
-  # copy it every step (tests/fused_test.py checks the CPU program for such a copy).
+  # step reads its row, then overwrites it) instead of into a zero-filled buffer, which saves
+  # the fill and its copy (experiments/benchmark/README.md). XLA must update the buffer in
+  # place, not copy it every step: tests/kernels/fused_test.py checks the CPU program for that.
   in_place: bool
-  native: int = 0  # threads of the native CPU kernels running the LSTM's loops; 0: XLA loops
-  project: bool | None = None  # native.PROJECT when the kernels run
-
-
-def supports(cell: cells_lib.Cell) -> bool:
-  """True for the cells with a fused recurrence: ``lstm`` and ``gru`` with ``reset_after``."""
-  return cell.name == "lstm" or (cell.name == "gru" and cell.reset_after)
-
-
-def choose(cell: cells_lib.Cell, impl: str, carry) -> str:
-  """Resolves ``impl`` (one of :data:`IMPLS`) to 'scan', 'fused', 'pallas' or 'cudnn' for ``cell``.
-
-  'auto' takes the fused path for the cells it supports with a float32 carry on CPU and GPU,
-  where training through it was measured faster than through the scan (CPU: 1.2 to 2.3 times;
-  H100, float32: 1.2 to 1.9 times at the benchmark's reference shapes), and for inference its
-  forward is the faster loop of each backend (see :data:`FORWARD`). Otherwise it keeps the
-  plain scan: a bf16 carry is rounded to bf16 at every step as the cells do; float64 is for
-  numerical checks, which may need forward-mode or higher-order derivatives (the fused path is
-  a ``custom_vjp``: reverse mode only); TPUs are unmeasured. 'pallas' (``pallas_rnn.py``, same
-  cells) is only ever taken when asked for: its GPU kernels need all of ``w_hh`` in one SM's
-  shared memory (hidden sizes below 128) and on CPU it runs interpreted. 'cudnn' (``cudnn.py``:
-  the plain LSTM through jax.experimental.rnn's cuDNN kernels, GPU only) is also only taken when
-  asked for: it is not yet measured on a GPU.
-  """
-  if impl not in IMPLS:
-    raise ValueError(f"impl must be one of {IMPLS}; got {impl!r}")
-  if impl in ("fused", "pallas") and not supports(cell):
-    raise ValueError(f"impl={impl!r} supports cells 'lstm' and 'gru' (reset_after=True); got "
-                     f"{cell}")
-  float32 = all(jnp.dtype(leaf.dtype) == jnp.float32 for leaf in jax.tree.leaves(carry))
-  if impl == "cudnn":
-    if cell.name != "lstm":
-      raise ValueError(f"impl='cudnn' runs the plain 'lstm' cell only; got {cell}")
-    if not cudnn_lib.available():
-      raise ValueError("impl='cudnn' runs cuDNN's kernels (jax.experimental.rnn) on a GPU; "
-                       f"this backend is {jax.default_backend()!r}")
-    if not float32:
-      dtypes = sorted({str(jnp.dtype(leaf.dtype)) for leaf in jax.tree.leaves(carry)})
-      raise ValueError(f"impl='cudnn' needs a float32 carry; got {dtypes}")
-  if impl != "auto":
-    return impl
-  if supports(cell) and float32 and jax.default_backend() in ("cpu", "gpu"):
-    return "fused"
-  return "scan"
-
-
-def _lean_forward(forward: str | None) -> bool:
-  """Whether the non-differentiated forward is the lean scan, for a :data:`FORWARD` value."""
-  if forward not in (None, "fused", "lean"):
-    raise ValueError(f"fused.FORWARD must be None, 'fused' or 'lean'; got {forward!r}")
-  return forward == "lean" or (forward is None and jax.default_backend() != "cpu")
-
-
-def native_setting() -> tuple[bool | None, int, bool | None]:
-  """``(NATIVE, threads per kernel call, native.PROJECT)``: the module settings a traced layer
-  depends on (static arguments of the layer's jit, so changing one retraces)."""
-  if NATIVE not in (None, True, False):
-    raise ValueError(f"fused.NATIVE must be None, True or False; got {NATIVE!r}")
-  if native_lib.PROJECT not in (None, True, False):
-    raise ValueError(f"native.PROJECT must be None, True or False; got {native_lib.PROJECT!r}")
-  return NATIVE, native_lib.threads(), native_lib.PROJECT
-
-
-def _native_threads(cell: cells_lib.Cell, params, carry, native: bool | None,
-                    threads: int) -> int:
-  """Threads of the native kernels for this layer, 0 for the XLA loops (see :data:`NATIVE`)."""
-  if native is False or cell.name != "lstm":
-    return 0
-  dtypes = {jnp.dtype(leaf.dtype) for leaf in (params["w_hh"], *jax.tree.leaves(carry))}
-  fits = jax.default_backend() == "cpu" and dtypes == {jnp.dtype(jnp.float32)}
-  if native is True:
-    if not fits:
-      raise ValueError("fused.NATIVE=True needs the CPU backend, a float32 carry and float32 "
-                       f"w_hh; got backend {jax.default_backend()!r} and dtypes "
-                       f"{sorted(map(str, dtypes))}")
-    if not native_lib.available():
-      raise RuntimeError(f"fused.NATIVE=True: {native_lib.unavailable_reason()}")
-    return threads
-  hid = jax.tree.leaves(carry)[0].shape[-1]
-  return threads if fits and hid >= NATIVE_MIN_HIDDEN and native_lib.available() else 0
+  native: int = 0        # threads of the native CPU kernels running the LSTM's loops; 0: XLA
+  project: bool = False  # the native forward kernel does the input projection itself
 
 
 def _time_major(keep):
@@ -172,8 +77,7 @@ def _time_major(keep):
 
 
 def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Array | None,
-                       carry, unroll_steps: int = 1, forward: str | None = None,
-                       native: tuple[bool | None, int, bool | None] | None = None):
+                       carry, unroll_steps: int = 1, impl=None):
   """Runs a fused LSTM or GRU layer, input projection included, over a batch of sequences.
 
   Args:
@@ -183,9 +87,8 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
     mask: ``None`` or ``[b, t]`` bool, False where a step is padding.
     carry: the initial carry, ``(h, c)`` for the LSTM, ``h`` for the GRU, each ``[b, h]``.
     unroll_steps: unroll factor of both time loops.
-    forward: the loop of a call that is not differentiated (see :data:`FORWARD`); ``None``
-      picks per backend.
-    native: :func:`native_setting`'s tuple (the default: read now).
+    impl: the ``kernels.Impl`` that :func:`seqjax.kernels.choose` gave for this layer (lean
+      forward, in-place backward, native kernels); None: the XLA loops, nothing in place.
 
   Returns:
     ``(hs, final_carry)``: ``hs: [b, t, h]`` the hidden carry after every step (not masked) and
@@ -198,9 +101,10 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
   weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
-  use_native, threads, project = native if native is not None else native_setting()
-  setting = _Setting(int(unroll_steps), _lean_forward(forward), jax.default_backend() == "cpu",
-                     _native_threads(cell, params, carry, use_native, threads), project)
+  if impl is None:
+    setting = _Setting(int(unroll_steps), lean=False, in_place=False)
+  else:
+    setting = _Setting(int(unroll_steps), impl.lean, impl.in_place, impl.native, impl.project)
   if cell.name == "lstm":
     h0, c0 = carry
     hs, c_last = _lstm(setting, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
@@ -216,11 +120,6 @@ def _last(hs, initial):
   return hs[:, -1].astype(initial.dtype)
 
 
-def _shifted(hs, initial):
-  """``[initial, hs[:, 0], ..., hs[:, t-2]]``: the carry each step started from, ``[b, t, h]``."""
-  return jnp.concatenate([initial[:, None].astype(hs.dtype), hs], axis=1)[:, :-1]
-
-
 def _at(seq, t):
   """``seq[:, t]`` of a batch-major ``[b, t, ...]`` array with a traced ``t``."""
   return jax.lax.dynamic_index_in_dim(seq, t, axis=1, keepdims=False)
@@ -231,39 +130,9 @@ def _put(seq, value, t):
   return jax.lax.dynamic_update_index_in_dim(seq, value.astype(seq.dtype), t, axis=1)
 
 
-def _project(xs, w_ih, dtype):
-  """``xs @ w_ih`` for every step at once, in the weights' dtype with ``dtype`` accumulation."""
-  return jnp.dot(xs.astype(w_ih.dtype), w_ih, preferred_element_type=dtype)
-
-
 def _recurrent_matmul(h, w_hh, dtype):
   # As cells._recurrent_matmul: the weights' dtype in, float32 (or wider) accumulation out.
   return jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=dtype)
-
-
-def _contract_rows(a, b):
-  """``A^T @ B`` over all ``b*t`` rows of batch-major ``a: [b, t, m]``, ``b: [b, t, n]``."""
-  return jax.lax.dot_general(a, b.astype(a.dtype), (((0, 1), (0, 1)), ((), ())))
-
-
-def _input_grads(weights, xs, dgx, dgh, h_prev, bias_sums=None, weight_grads=None):
-  """Gradients of the input and of all four weights, each one large op after the time loop.
-
-  ``bias_sums``: ``(sum of dgx, sum of dgh)`` over batch and time where a loop already has them;
-  ``weight_grads``: ``(dw_ih, dw_hh)`` where a kernel already has them (``h_prev`` unused).
-  """
-  w_ih, b_ih, w_hh, b_hh = weights
-  dtype = dgx.dtype
-  dxs = jnp.dot(dgx, w_ih.T.astype(dtype)).astype(xs.dtype)
-  if weight_grads is None:
-    weight_grads = (_contract_rows(xs.astype(dtype), dgx), _contract_rows(h_prev, dgh))
-  dw_ih = weight_grads[0].astype(w_ih.dtype)
-  dw_hh = weight_grads[1].astype(w_hh.dtype)
-  if bias_sums is None:
-    bias_sums = (jnp.sum(dgx, axis=(0, 1)), jnp.sum(dgh, axis=(0, 1)))
-  db_ih = bias_sums[0].astype(b_ih.dtype)
-  db_hh = bias_sums[1].astype(b_hh.dtype)
-  return (dw_ih, db_ih, dw_hh, db_hh), dxs
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -307,7 +176,7 @@ def _lstm_lean(unroll_steps, weights, xs, keep, h0, c0):
   """The forward alone, storing nothing for a backward: a time-major ``lax.scan``."""
   w_hh, dtype, hid = weights[2], h0.dtype, h0.shape[-1]
   constants = _lstm_constants(weights, hid, dtype)
-  gx = _project(jnp.swapaxes(xs, 0, 1), weights[0], dtype)  # [t, b, 4h]
+  gx = algebra.project(jnp.swapaxes(xs, 0, 1), weights[0], dtype)  # [t, b, 4h]
 
   def step(carry, inputs):
     _, h_new, c_new = _lstm_step(*inputs, *carry, w_hh, *constants, dtype)
@@ -321,9 +190,9 @@ def _lstm_native_inputs(setting, weights, xs, h0):
   """``(inputs, w_ih, w_hh, bias)`` for the native forward kernel, and whether it projects."""
   dtype, hid = h0.dtype, h0.shape[-1]
   _, _, bias = _lstm_constants(weights, hid, dtype)
-  if native_lib.projects(setting.project, xs.shape[-1], hid, setting.native):
+  if setting.project:
     return (xs.astype(dtype), weights[0].astype(dtype), weights[2].astype(dtype), bias), True
-  return (_project(xs, weights[0], dtype), None, weights[2].astype(dtype), bias), False
+  return (algebra.project(xs, weights[0], dtype), None, weights[2].astype(dtype), bias), False
 
 
 def _lstm_forward(setting, weights, xs, keep, h0, c0):
@@ -336,7 +205,7 @@ def _lstm_forward(setting, weights, xs, keep, h0, c0):
   w_ih, w_hh = weights[0], weights[2]
   dtype, (batch, time, _), hid = h0.dtype, xs.shape, h0.shape[-1]
   constants = _lstm_constants(weights, hid, dtype)
-  gx = _project(xs, w_ih, dtype)  # [b, t, 4h]
+  gx = algebra.project(xs, w_ih, dtype)  # [b, t, 4h]
 
   def body(t, state):
     h, c, zs, hs, cs = state
@@ -360,23 +229,14 @@ def _lstm_backward(setting, residuals, cotangents):
         dhs, zs, cs, c0, keep, w_hh.astype(h0.dtype), dc_last.astype(h0.dtype), setting.native)
     weight_grads = native_lib.lstm_weight_grads(xs.astype(h0.dtype), hs, h0, dgates,
                                                 setting.native)
-    dweights, dxs = _input_grads(weights, xs, dgates, dgates, None, (dbias, dbias), weight_grads)
+    dweights, dxs = algebra.input_grads(weights, xs, dgates, dgates, None,
+                                        bias_sums=(dbias, dbias), weight_grads=weight_grads)
     return dweights, dxs, None if keep is None else jnp.zeros_like(keep), dh0, dc0
   dtype, time, hid = zs.dtype, zs.shape[1], h0.shape[-1]
   scale = _lstm_scales(hid, dtype)
   i, f, g, o = jnp.split(jnp.tanh(zs) * scale + (1.0 - scale), 4, axis=-1)
-  c_prev = _shifted(cs, c0)
-  tanh_c = jnp.tanh(cs)
-  # Every cotangent of a step is linear in (dh, dc) arriving at its output; these are the
-  # coefficients, computed for all steps at once outside the loop.
-  dc_dh = o * (1.0 - tanh_c * tanh_c)                                   # dc += dh * dc_dh
-  coef = jnp.concatenate([g * i * (1.0 - i), c_prev * f * (1.0 - f),    # dgates = [dc, dc,
-                          i * (1.0 - g * g), tanh_c * o * (1.0 - o)], axis=-1)  # dc, dh] * coef
-  dc_prev = f                                                           # dc_prev = dc * f
-  if keep is not None:
-    # A padded step passes (dh, dc) straight through and adds nothing to any gate.
-    dc_dh, coef = dc_dh * keep, coef * keep
-    dc_prev = jnp.where(keep > 0, f, 1.0)
+  # Per-step coefficients of the (dh, dc) at each step's output, all steps at once (algebra.py).
+  dc_dh, coef, dc_prev = algebra.lstm_coefficients(i, f, g, o, cs, algebra.shifted(cs, c0), keep)
   w_t = w_hh.T.astype(dtype)
 
   def body(step, state):
@@ -392,7 +252,7 @@ def _lstm_backward(setting, residuals, cotangents):
 
   state = (jnp.zeros_like(h0), dc_last.astype(dtype), coef if in_place else jnp.zeros_like(coef))
   dh0, dc0, dgates = jax.lax.fori_loop(0, time, body, state, unroll=unroll_steps)
-  dweights, dxs = _input_grads(weights, xs, dgates, dgates, _shifted(hs, h0))
+  dweights, dxs = algebra.input_grads(weights, xs, dgates, dgates, algebra.shifted(hs, h0))
   dkeep = None if keep is None else jnp.zeros_like(keep)
   return dweights, dxs, dkeep, dh0, dc0
 
@@ -477,16 +337,9 @@ def _gru_backward(setting, residuals, dhs):
   w_hh = weights[2]
   dtype, time, hid = rzs.dtype, rzs.shape[1], h0.shape[-1]
   r, z = jnp.split(rzs, 2, axis=-1)
-  h_prev = _shifted(hs, h0)
-  # Linear in dh at the step's output: d(pre-activation of n) = dh * dn, and so on.
-  dn = (1.0 - z) * (1.0 - ns * ns)
-  coef = jnp.concatenate([dn * gh_ns * r * (1.0 - r),      # dgh_r (= dgx_r)
-                          (h_prev - ns) * z * (1.0 - z),   # dgh_z (= dgx_z)
-                          dn * r], axis=-1)                # dgh_n
-  dh_prev = z
-  if keep is not None:
-    dn, coef = dn * keep, coef * keep
-    dh_prev = jnp.where(keep > 0, z, 1.0)
+  h_prev = algebra.shifted(hs, h0)
+  # Linear in dh at the step's output: d(pre-activation of n) = dh * dn, and so on (algebra.py).
+  dn, coef, dh_prev = algebra.gru_coefficients(r, z, ns, gh_ns, h_prev, keep)
   w_t = w_hh.T.astype(dtype)
 
   def body(step, state):
@@ -501,7 +354,7 @@ def _gru_backward(setting, residuals, dhs):
   dh0, dgh, dgx_n = jax.lax.fori_loop(0, time, body, (jnp.zeros_like(h0), *init),
                                       unroll=unroll_steps)
   dgx = jnp.concatenate([dgh[..., :2 * hid], dgx_n], axis=-1)
-  dweights, dxs = _input_grads(weights, xs, dgx, dgh, h_prev)
+  dweights, dxs = algebra.input_grads(weights, xs, dgx, dgh, h_prev)
   dkeep = None if keep is None else jnp.zeros_like(keep)
   return dweights, dxs, dkeep, dh0
 

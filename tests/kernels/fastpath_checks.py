@@ -1,4 +1,4 @@
-"""Shared checks of the recurrent fast paths (``fused.py``, ``pallas_rnn.py``) against the scan.
+"""Shared checks of the recurrent fast paths (``seqjax/kernels``) against the scan.
 
 Shape letters: b batch, t time, d input, h hidden. Each test module binds its own sizes, e.g.
 ``_setup = functools.partial(fastpath_checks.random_layer, batch=B, time=T, d=D, h=H)``.
@@ -49,8 +49,10 @@ def loss_and_grads(cell, params, xs, carry, impl, **kwargs):
   return outputs, grads
 
 
-def stack_loss_and_grads(name, impl, lengths, *, batch, time, d, h):
-  """Loss, outputs and gradients of a 2-layer bidirectional stack with dropout under ``impl``."""
+def stack_loss_and_grads(name, impl, lengths, *, batch, time, d, h, **kwargs):
+  """Loss, outputs and gradients of a 2-layer bidirectional stack with dropout under ``impl``.
+
+  ``kwargs`` go to ``recurrent.stack`` (e.g. ``kernel_settings``)."""
   cell = cells.get_cell(name)
   params = recurrent.init_stack(jax.random.key(0), cell, d, h, num_layers=2, bidirectional=True)
   xs = jax.random.normal(jax.random.key(1), (batch, time, d))
@@ -58,7 +60,7 @@ def stack_loss_and_grads(name, impl, lengths, *, batch, time, d, h):
 
   def run(params, xs):
     ys, finals = recurrent.stack(cell, params, xs, lengths=lengths, dropout_rate=0.25,
-                                 dropout_key=jax.random.key(3), impl=impl)
+                                 dropout_key=jax.random.key(3), impl=impl, **kwargs)
     finals_loss = sum(jnp.sum(jnp.cos(leaf)) for leaf in jax.tree.leaves(finals))
     return jnp.sum(ys * weights) + finals_loss, (ys, finals)
 

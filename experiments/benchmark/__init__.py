@@ -1,0 +1,1 @@
+"""The recurrent-layer speed benchmark: ``python -m experiments.benchmark`` (see README.md here)."""
