@@ -6,7 +6,7 @@ recurrent layer reads the sequence and a linear readout of its final hidden stat
 the loss is the mean squared error. Predicting the mean scores the variance of the target, 1/6
 (the baseline the paper's plots start from); solving the task means going well below it.
 
-  python -m experiments.adding --workdir runs/adding [--config experiments/configs/adding.py:t300]
+  python -m experiments.adding --workdir runs/adding [--config experiments/adding/config.py:t300]
 
 This is also the runtime's reference client: the runtime tests run its ``smoke`` variant.
 """
@@ -23,7 +23,6 @@ from seqjax import cells
 from seqjax import recurrent
 from seqjax import train
 
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "adding.py")
 _EVAL_STREAM = 1  # Stream ids keep the eval set disjoint from every training batch.
 _TRAIN_STREAM = 0
 
@@ -44,8 +43,9 @@ def make_examples(rng: np.random.Generator, n: int, seq_len: int):
   return xs, ys.astype(np.float32)
 
 
-def make_experiment(config) -> train.Experiment:
-  """The adding problem as a :class:`seqjax.train.Experiment`."""
+def make_experiment(config, workdir: str) -> train.Experiment:
+  """The adding problem as a :class:`seqjax.train.Experiment` (``workdir`` is the runtime's own)."""
+  del workdir  # the plots get it from the runtime
   cell = cells.get_cell(config.cell)
   if config.hidden_size <= 0:
     raise ValueError(f"config.hidden_size must be > 0, got {config.hidden_size}")
@@ -111,8 +111,3 @@ def make_experiment(config) -> train.Experiment:
 
   return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
                           results=results, plot=plot)
-
-
-if __name__ == "__main__":
-  # Flags are defined here, not at import, so tests and other modules can import this file.
-  train.main(make_experiment, train.define_flags(_CONFIG))

@@ -1,31 +1,29 @@
-"""GRU vs LSTM counting (Weiss, Goldberg & Yahav 2018): ``python -m experiments.counting``.
+"""GRU vs LSTM counting as a ``seqjax.train.Experiment``: data, loss, results and plots.
 
 Trains, for every language, cell and output head in the config, ``num_seeds`` networks at once
 on the shared runtime (``seqjax.train``: workdir, metrics.jsonl, checkpoints, exact resume), then
-finds each network's generalisation limit under both acceptance rules (``seqjax.counting``) and
-writes results.json and the plots into the workdir. See ``experiments/configs/counting.py``.
+finds each network's generalisation limit under both acceptance rules (``evaluation.py``) and
+writes results.json and the plots into the workdir. See ``config.py`` for the command.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import ml_collections
 import numpy as np
 
-matplotlib.use("Agg")
-from matplotlib import pyplot as plt  # pylint: disable=wrong-import-position
-
-from seqjax import cells as cells_lib  # pylint: disable=wrong-import-position
-from seqjax import counting  # pylint: disable=wrong-import-position
-from seqjax import train  # pylint: disable=wrong-import-position
-from seqjax.data import languages  # pylint: disable=wrong-import-position
+from experiments.counting import evaluation
+from experiments.counting import languages
+from experiments.counting import model
+from experiments.counting import plots
+from experiments.counting import timing
+from seqjax import cells as cells_lib
+from seqjax import train
 
 ACCEPTANCE_FILE = "acceptance.json"
 
@@ -59,10 +57,10 @@ class CountingStudy:
     self.languages = [languages.get_language(n) for n in
                       _names("languages", config.languages, languages.LANGUAGE_NAMES)]
     cell_names = _names("cells", config.cells, cells_lib.CELL_NAMES)
-    self.heads = _names("heads", config.heads, counting.HEADS)
-    if config.softmax_targets not in counting.TARGETS:
+    self.heads = _names("heads", config.heads, model.HEADS)
+    if config.softmax_targets not in model.TARGETS:
       raise ValueError(f"config.softmax_targets={config.softmax_targets!r}: use one of "
-                       f"{', '.join(counting.TARGETS)}")
+                       f"{', '.join(model.TARGETS)}")
     if config.minibatch_order not in ("shared", "per_seed"):
       raise ValueError(f"config.minibatch_order={config.minibatch_order!r}: use 'shared' or "
                        "'per_seed'")
@@ -88,14 +86,14 @@ class CountingStudy:
       train_max = config.train_max.get(lang.name, lang.train_max)
       strings = lang.train_strings(train_max, per_size=config.dyck_per_depth, seed=config.seed)
       for head in self.heads:
-        self.data[lang.name, head] = counting.training_batch(
+        self.data[lang.name, head] = model.training_batch(
             lang, strings, head, config.softmax_targets, config.stop_prob)
     # The loss average of every (cell, head): {(cell, head): "string" | "token" | "mixed"}.
     self.weighting = {(name, head): _weighting(config.loss_weighting, name, head)
                       for name in self.cells for head in self.heads}
-    self.losses = {head: {name: counting.make_seed_loss(cell, head, self.weighting[name, head])
+    self.losses = {head: {name: model.make_seed_loss(cell, head, self.weighting[name, head])
                           for name, cell in self.cells.items()} for head in self.heads}
-    self.logits_losses = {head: {name: counting.make_logits_loss(head, self.weighting[name, head])
+    self.logits_losses = {head: {name: model.make_logits_loss(head, self.weighting[name, head])
                                  for name in self.cells} for head in self.heads}
     self._verdicts = None  # kept by results() for plot(): evaluating is the expensive part
 
@@ -109,7 +107,7 @@ class CountingStudy:
     for index, (lang, cell, head) in enumerate(self.models):
       keys = jax.random.split(jax.random.fold_in(rng, index), self.config.num_seeds)
       params[self.key(lang, cell, head)] = jax.vmap(
-          lambda k, c=self.cells[cell], v=lang.vocab_size: counting.init_params(
+          lambda k, c=self.cells[cell], v=lang.vocab_size: model.init_params(
               k, c, v, self.config.embed_size, self.config.hidden_size,
               self.config.embed_init))(keys)
     return params
@@ -177,7 +175,7 @@ class CountingStudy:
                              for a in (inputs, lengths))
         groups.append((stacked, inputs, lengths))
       for lang, logits in zip(self.languages,
-                              counting.apply_together(self.cells[cell], groups)):
+                              model.apply_together(self.cells[cell], groups)):
         lang_data, axis = data[lang.name], 0 if self.per_seed else None
         for index, head in enumerate(self.heads):
           mine = logits[index * seeds:(index + 1) * seeds]
@@ -200,12 +198,12 @@ class CountingStudy:
       data = self.data[lang.name, head]
       final_loss = jax.vmap(self.losses[head][cell], in_axes=(0, None))(p, data)
       start = time.perf_counter()
-      passed = counting.evaluate(self.cells[cell], p, lang, config.eval_n_max, head,
+      passed = evaluation.evaluate(self.cells[cell], p, lang, config.eval_n_max, head,
                                  tuple(config.thresholds), config.eval_budget, config.eval_min_n,
                                  parts=True)
       seconds = time.perf_counter() - start
       verdicts[key] = passed
-      limits = {rule: counting.generalisation_limit(ok).tolist() for rule, ok in passed.items()}
+      limits = {rule: evaluation.generalisation_limit(ok).tolist() for rule, ok in passed.items()}
       tested = int(next(iter(passed.values())).shape[1])
       out["models"][key] = {
           "language": lang.name, "cell": cell, "head": head,
@@ -225,7 +223,7 @@ class CountingStudy:
         data = {k: v[:, 0] for k, v in data.items()}
       batch = {"inputs": data["inputs"], "lengths": data["lengths"], "mask": data["mask"],
                "goal": data[f"goal/{head}"]}
-      out["seed_vmap_timing"] = {"model": self.key(lang, cell, head), **counting.time_seed_vmap(
+      out["seed_vmap_timing"] = {"model": self.key(lang, cell, head), **timing.time_seed_vmap(
           self.cells[cell], head, params[self.key(lang, cell, head)], batch)}
     self._verdicts = verdicts
     return out
@@ -240,10 +238,11 @@ class CountingStudy:
       json.dump({k: {rule: ["".join(map(str, row)) for row in v.astype(int)]
                      for rule, v in rules.items()} for k, rules in verdicts.items()}, f)
     for lang in self.languages:
-      _plot_acceptance(workdir, lang, self.config, self.cells, self.heads, verdicts)
+      plots.plot_acceptance(workdir, lang, self.config, self.cells, self.heads, verdicts)
     anbn = [lang for lang in self.languages if lang.name == "anbn"]
     if anbn:
-      _plot_states(workdir, anbn[0], self.cells, self.heads[0], params, self.config.state_plot_n)
+      plots.plot_states(workdir, anbn[0], self.cells, self.heads[0], params,
+                        self.config.state_plot_n)
 
 
 def _ordering(summary: dict) -> dict:
@@ -256,75 +255,19 @@ def _ordering(summary: dict) -> dict:
   return out
 
 
-def _plot_acceptance(workdir, lang, config, cells, heads, verdicts):
-  """One PNG per language: pass (dark) / fail (light) against n for every rule, cell and seed."""
-  rules = [(head, rule) for head in heads
-           for rule in verdicts[f"{lang.name}/{next(iter(cells))}/{head}"] if ":" not in rule]
-  fig, axes = plt.subplots(len(rules), 1, figsize=(10, 1.0 + 1.2 * len(rules) * len(cells)),
-                           squeeze=False)
-  for ax, (head, rule) in zip(axes[:, 0], rules):
-    rows, labels = [], []
-    width = max(verdicts[f"{lang.name}/{c}/{head}"][rule].shape[1] for c in cells)
-    for cell in cells:
-      ok = verdicts[f"{lang.name}/{cell}/{head}"][rule]
-      padded = np.full((ok.shape[0], width), np.nan)
-      padded[:, :ok.shape[1]] = ok
-      rows.append(padded)
-      labels += [f"{cell} s{s}" for s in range(ok.shape[0])]
-    image = np.concatenate(rows)
-    ax.imshow(image, aspect="auto", interpolation="nearest", cmap="Greys", vmin=-0.3, vmax=1,
-              extent=(0.5, width + 0.5, len(labels) - 0.5, -0.5))
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
-    train_max = config.train_max.get(lang.name, lang.train_max)
-    ax.axvline(train_max + 0.5, color="tab:red", lw=1)
-    ax.set_title(f"{lang.name}: {rule} rule (dark = n passes; red line = largest training n)",
-                 fontsize=9)
-  axes[-1, 0].set_xlabel("n")
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, f"acceptance_{lang.name}.png"), dpi=90)
-  plt.close(fig)
-
-
-def _plot_states(workdir, lang, cells, head, params, n):
-  """The paper's counting picture: LSTM cell state and GRU hidden state along a^n b^n (seed 0)."""
-  inputs, _, _ = languages.encode(lang, [lang.positive(n)])
-  fig, axes = plt.subplots(1, len(cells), figsize=(6 * len(cells), 3.5), squeeze=False)
-  for ax, (name, cell) in zip(axes[0], cells.items()):
-    seed0 = jax.tree.map(lambda a: jnp.asarray(a[0]), params[f"{lang.name}/{name}/{head}"])
-    h, c = counting.states_along(cell, seed0, jnp.asarray(inputs[0]))
-    values, what = (c, "cell state c") if c is not None else (h, "hidden state h")
-    ax.plot(np.arange(1, len(values) + 1) - 1, np.asarray(values), lw=1)
-    ax.axvline(n, color="grey", ls=":")
-    ax.set_title(f"{name} {what} along a^{n} b^{n} ({head} head, seed 0)", fontsize=9)
-    ax.set_xlabel("prefix length (BOS + symbols read)")
-  fig.tight_layout()
-  fig.savefig(os.path.join(workdir, "states_anbn.png"), dpi=90)
-  plt.close(fig)
-
-
-def make_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
+def make_experiment(config: ml_collections.ConfigDict, workdir: str) -> train.Experiment:
+  """The counting study as a :class:`seqjax.train.Experiment` that trains in ``workdir``."""
+  started = time.perf_counter()
+  if jax.process_index() == 0:
+    print(f"workdir: {os.path.abspath(workdir)}", flush=True)
   study = CountingStudy(config)
   # Clipping per network and seed: a global norm over all of them would couple their steps.
   optimizer = train.make_optimizer(config, per_model_clip=True)
+
+  def plot(plot_workdir, params, history):
+    study.plot(plot_workdir, params, history)
+    print(f"results: {os.path.abspath(os.path.join(plot_workdir, 'results.json'))} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+
   return train.Experiment(init=study.init, loss_fn=study.loss_fn, get_batch=study.get_batch,
-                          results=study.results, plot=study.plot, optimizer=optimizer)
-
-
-def _main():
-  handles = train.define_flags(os.path.join(os.path.dirname(__file__), "configs", "counting.py"))
-  workdir = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--workdir=")), None)
-  if workdir is None and "--workdir" in sys.argv[:-1]:
-    workdir = sys.argv[sys.argv.index("--workdir") + 1]
-  if workdir:
-    print(f"workdir: {os.path.abspath(workdir)}", flush=True)
-  started = time.perf_counter()
-  try:
-    train.main(make_experiment, handles)
-  finally:
-    if workdir and os.path.exists(os.path.join(workdir, "results.json")):
-      print(f"results: {os.path.abspath(os.path.join(workdir, 'results.json'))} "
-            f"({time.perf_counter() - started:.0f} s)", flush=True)
-
-
-if __name__ == "__main__":
-  _main()
+                          results=study.results, plot=plot, optimizer=optimizer)

@@ -16,8 +16,8 @@ What ``n`` means:
   ``+1`` variants of ``n - 1``).
 * ``anbncn``: ``a^n b^n c^n``. Negatives: each of the three blocks one longer and one shorter.
 * ``dyck1``: balanced brackets over ``()``; ``n`` is the *nesting depth*. The test string for ``n``
-  is a fixed (seeded) Dyck word of maximum depth exactly ``n`` and length ``3n`` rounded to even: the
-  mountain ``(^n )^n`` with ``n/2`` random pairs ``()`` (at depth < n) or ``)(`` (at depth >= 1)
+  is a fixed (seeded) Dyck word of maximum depth exactly ``n`` and length ``3n`` rounded to even:
+  the mountain ``(^n )^n`` with ``n/2`` random pairs ``()`` (at depth < n) or ``)(`` (at depth >= 1)
   inserted, so it is not simply ``a^n b^n`` in other letters. Negatives: the word with its last
   ``)`` missing (ends at depth 1), and with one extra ``)`` appended (goes below depth 0).
 
@@ -168,7 +168,7 @@ class Language:
     run (after ``a^k``: ``b``; in Dyck-1 at depth 0: EOS) that choice gets ``stop_prob`` and the
     other ``1 - stop_prob``; inside Dyck-1 (depth > 0) ``(`` and ``)`` get 1/2 each. This is the
     distribution of a generator that stops with the same probability at every size, so it does
-    not depend on where a finite training set ends (see ``seqjax.counting``).
+    not depend on where a finite training set ends (see ``evaluation.py``).
     """
     if not 0.0 < stop_prob < 1.0:
       raise ValueError(f"stop_prob must be in (0, 1); got {stop_prob}")

@@ -1,6 +1,6 @@
 """Multi30k German-to-English translation with an RNN encoder-decoder, attention and beam search.
 
-  python -m experiments.translate --workdir DIR [--config experiments/configs/translate.py:VARIANT]
+  python -m experiments.translate --workdir DIR [--config experiments/translate/config.py:VARIANT]
       [--config.data_dir FOLDER_WITH_RAW_MULTI30K_FILES]
 
 The data come through the tfds builder ``seqjax.data.multi30k`` (a local folder, or downloaded);
@@ -35,9 +35,6 @@ from seqjax import encdec
 from seqjax import train
 from seqjax.data import multi30k
 from seqjax.data import text
-
-_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "translate.py")
-
 
 def load_data(config, workdir: str) -> dict:
   """Reads Multi30k, trains (or reloads) the tokenisers and encodes every split.
@@ -276,12 +273,3 @@ def make_experiment(config, workdir: str) -> train.Experiment:
 
   return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
                           results=results)
-
-
-def main():
-  handles = train.define_flags(_CONFIG)
-  train.main(lambda config: make_experiment(config, handles.workdir.value), handles)
-
-
-if __name__ == "__main__":
-  main()
