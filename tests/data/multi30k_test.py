@@ -10,7 +10,7 @@ import pytest
 from seqjax.data import multi30k
 from seqjax.data import text
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "multi30k")
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "multi30k")
 
 
 def _write(folder, name, lines, compress=True):

@@ -1,10 +1,6 @@
-"""Tests of seqjax.counting: acceptance rules, limit search, vmapped training, the smoke run."""
+"""The counting experiment's parts: acceptance rules, limit search, the model, its training."""
 
 import functools
-import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,11 +8,14 @@ import numpy as np
 import optax
 import pytest
 
+from experiments.counting import config as counting_config
+from experiments.counting import evaluation
+from experiments.counting import experiment
+from experiments.counting import languages
+from experiments.counting import model
 from seqjax import cells
-from seqjax import counting
-from seqjax.data import languages
+from seqjax import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ANBN = languages.get_language("anbn")
 
 
@@ -26,10 +25,10 @@ def test_generalisation_limit_on_known_patterns():
                  [0, 1, 1, 1, 1, 1],   # fails at n = 1
                  [1, 1, 1, 1, 1, 1],   # never fails: limit = everything tested
                  [1, 0, 0, 0, 0, 0]], bool)
-  np.testing.assert_array_equal(counting.generalisation_limit(ok), [3, 0, 6, 1])
-  assert counting.generalisation_limit(np.ones(5, bool)) == 5
+  np.testing.assert_array_equal(evaluation.generalisation_limit(ok), [3, 0, 6, 1])
+  assert evaluation.generalisation_limit(np.ones(5, bool)) == 5
   with pytest.raises(ValueError, match="last axis"):
-    counting.generalisation_limit(np.zeros((2, 0), bool))
+    evaluation.generalisation_limit(np.zeros((2, 0), bool))
 
 
 # ----------------------------------------------------------------------------- rules on fixed logits
@@ -42,7 +41,7 @@ def test_threshold_rule_on_known_probabilities():
                      [0.700, 0.008, 0.292],    # reads b with p 0.008 (several allowed)
                      [0.001, 0.998, 0.001],    # reads b with p 0.998
                      [0.001, 0.001, 0.998]]])  # reads EOS with p 0.998
-  flags = counting.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
+  flags = evaluation.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
                                 thresholds=(0.005, 0.01))
   # When: the threshold is 0.005, every read symbol is above it; at 0.01 the b read with 0.008
   # fails, unless only the deterministic positions (one allowed symbol) are judged.
@@ -54,13 +53,13 @@ def test_threshold_rule_on_known_probabilities():
   abc_sets = languages.encode_sets(abc, ["ac"]).astype(bool)
   abc_probs = np.full((1, 3, 4), 0.25)
   abc_probs[0, 1] = [0.49, 0.49, 0.011, 0.009]   # after "a": c gets 0.011
-  flags = counting.string_flags(jnp.log(abc_probs), abc_targets, abc_lengths, abc_sets,
+  flags = evaluation.string_flags(jnp.log(abc_probs), abc_targets, abc_lengths, abc_sets,
                                 "softmax", thresholds=(0.01, 0.05))
   assert bool(flags["p>0.01/deterministic"][0])       # every read symbol above 0.01
   assert not bool(flags["p>0.05/deterministic"][0])   # c after a is judged, and fails 0.05
   # A low EOS probability at the end is judged in both modes.
   probs[0, 4] = [0.5, 0.492, 0.008]
-  flags = counting.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
+  flags = evaluation.string_flags(jnp.log(probs), targets, lengths, sets, "softmax",
                                 thresholds=(0.01,))
   assert not bool(flags["p>0.01"][0]) and not bool(flags["p>0.01/deterministic"][0])
 
@@ -69,14 +68,14 @@ def test_set_rule_exact_versus_accepting():
   inputs, targets, lengths = languages.encode(ANBN, ["ab", "abb"])
   sets = languages.encode_sets(ANBN, ["ab", "abb"], inputs.shape[1]).astype(bool)
   logits = np.where(sets, 5.0, -5.0)
-  flags = counting.string_flags(jnp.asarray(logits), targets, lengths, sets, "sets")
+  flags = evaluation.string_flags(jnp.asarray(logits), targets, lengths, sets, "sets")
   # Exact sets: the positive is exact and accepted; the negative "abb" reads a b where only EOS
   # is predicted, so it is rejected.
   assert bool(flags["exact"][0])
   np.testing.assert_array_equal(flags["accept"], [True, False])
   # Predicting b also after "ab" (a superset) still accepts "ab" but no longer exactly.
   logits[0, 2, 1] = 5.0
-  flags = counting.string_flags(jnp.asarray(logits), targets, lengths, sets, "sets")
+  flags = evaluation.string_flags(jnp.asarray(logits), targets, lengths, sets, "sets")
   assert bool(flags["accept"][0]) and not bool(flags["exact"][0])
 
 
@@ -150,11 +149,11 @@ def test_hand_built_counter_is_accepted_at_every_size():
   cell = cells.get_cell("lstm")
   params = _stack(_counter_params(), 2)
   for head in ("sets", "softmax"):
-    passed = counting.evaluate(cell, params, ANBN, 150, head, thresholds=(0.005,),
+    passed = evaluation.evaluate(cell, params, ANBN, 150, head, thresholds=(0.005,),
                                budget=200_000)
     for rule, ok in passed.items():
       if rule == "p>0.005" or rule == "sets" or rule.endswith("deterministic"):
-        np.testing.assert_array_equal(counting.generalisation_limit(ok), [150, 150], err_msg=rule)
+        np.testing.assert_array_equal(evaluation.generalisation_limit(ok), [150, 150], err_msg=rule)
 
 
 @pytest.mark.parametrize("forget_bias,head,threshold", [
@@ -166,7 +165,7 @@ def test_verdicts_match_a_float64_python_loop(forget_bias, head, threshold):
   params = _counter_params(forget_bias)
   expected = _reference_verdicts(params, ANBN, 30, head, threshold)
   rule = "sets" if head == "sets" else f"p>{threshold:g}"
-  got = counting.evaluate(cell, _stack(params), ANBN, 30, head, thresholds=(0.005, 0.01))[rule]
+  got = evaluation.evaluate(cell, _stack(params), ANBN, 30, head, thresholds=(0.005, 0.01))[rule]
   np.testing.assert_array_equal(got[0], expected)
   # The patterns are not trivial: some sizes pass and some fail (or, at 0.005, all pass).
   assert expected[0] and (not expected.all() or threshold == 0.005)
@@ -175,44 +174,65 @@ def test_verdicts_match_a_float64_python_loop(forget_bias, head, threshold):
 def test_evaluate_stops_once_every_seed_failed():
   cell = cells.get_cell("lstm")
   params = _stack(_counter_params(2.2))   # fails from a small n on
-  passed = counting.evaluate(cell, params, ANBN, 500, "sets", budget=100_000, min_n=40)
+  passed = evaluation.evaluate(cell, params, ANBN, 500, "sets", budget=100_000, min_n=40)
   ok = passed["sets"]
   assert 40 <= ok.shape[1] < 500
   with pytest.raises(ValueError, match="unknown head"):
-    counting.evaluate(cell, params, ANBN, 10, "argmax")
+    evaluation.evaluate(cell, params, ANBN, 10, "argmax")
 
 
 # ----------------------------------------------------------------------------- model and training
 def test_states_along_is_the_unrolled_state():
   cell = cells.get_cell("lstm")
-  params = counting.init_params(jax.random.PRNGKey(0), cell, 3)
+  params = model.init_params(jax.random.PRNGKey(0), cell, 3)
   inputs, _, lengths = languages.encode(ANBN, ["aaabbb"])
-  h, c = counting.states_along(cell, params, jnp.asarray(inputs[0]))
+  h, c = model.states_along(cell, params, jnp.asarray(inputs[0]))
   from seqjax import recurrent  # pylint: disable=import-outside-toplevel
   ys, (h_last, c_last) = recurrent.unroll(cell, params["cell"], params["embed"][inputs])
   np.testing.assert_allclose(h, ys[0], atol=1e-6)
   np.testing.assert_allclose(c[-1], c_last[0], atol=1e-6)
 
 
-def test_vmapped_training_matches_a_loop_over_seeds():
-  # Given 3 seeds, When trained 6 minibatch steps together (vmap) and one by one,
-  # Then every seed ends with the same parameters.
-  cell = cells.get_cell("gru")
-  batch = counting.training_batch(ANBN, ANBN.train_strings(8), "softmax", "hazard", 0.1)
-  optimizer = counting.make_optimizer(1e-2, 6, "cosine", clip_norm=1.0, warmup_steps=2)
-  params = counting.init_seeds(range(3), cell, ANBN.vocab_size)
-  keys = jnp.stack([jax.random.PRNGKey(10 + s) for s in range(3)])
-  chunk = counting.make_train_chunk(cell, "softmax", optimizer, batch_size=4)
-  together, _, losses = chunk(params, counting.init_opt_state(optimizer, params), keys, batch,
-                              0, 6)
+def _init_seeds(seeds, cell, vocab_size):
+  """One network per seed (``PRNGKey(seed)``), stacked on a leading seed axis."""
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+  return jax.vmap(lambda k: model.init_params(k, cell, vocab_size))(keys)
+
+
+def test_runtime_step_trains_every_network_as_if_alone(tmp_path):
+  # Given the experiment's own trainer (the runtime's train step with the study's summed loss and
+  # per-network clipping) and 3 GRU seeds reading their own minibatches,
+  # When trained 6 steps together and, seed by seed, alone on that seed's minibatches,
+  # Then every seed ends with the same parameters and the same per-step losses.
+  overrides = dict(languages="anbn", cells="gru", heads="softmax", minibatch_order="per_seed",
+                   batch_size=4, num_steps=6, warmup_steps=2, grad_clip_norm=1.0)
+  together = experiment.make_experiment(_config(num_seeds=3, **overrides), str(tmp_path))
+  alone = experiment.make_experiment(_config(num_seeds=1, **overrides), str(tmp_path))
+  key = "anbn/gru/softmax"
+  rng = jax.random.PRNGKey(0)
+
+  def train_6(exp, params, batch_of):
+    step = jax.jit(train.make_train_step(exp.loss_fn, exp.optimizer, rng))
+    state = train.TrainState(jnp.zeros((), jnp.int32), params, exp.optimizer.init(params))
+    losses = []
+    for i in range(6):
+      state, metrics = step(state, jax.tree.map(jnp.asarray, batch_of(i)))
+      losses.append(float(metrics["train/anbn_gru_softmax_loss"]))
+    return state.params, losses
+
+  params = together.init(rng)
+  trained, losses = train_6(together, params, lambda i: together.get_batch(i, 0, 1))
+  each = []
   for s in range(3):
-    one = jax.tree.map(lambda a, s=s: a[s:s + 1], params)
-    alone, _, loss_alone = chunk(one, counting.init_opt_state(optimizer, one), keys[s:s + 1],
-                                 batch, 0, 6)
-    for a, b in zip(jax.tree.leaves(alone), jax.tree.leaves(together)):
+    mine = {key: jax.tree.map(lambda a, s=s: a[s:s + 1], params[key])}
+    own_batch = lambda i, s=s: jax.tree.map(lambda a: a[:, s:s + 1], together.get_batch(i, 0, 1))
+    trained_alone, losses_alone = train_6(alone, mine, own_batch)
+    for a, b in zip(jax.tree.leaves(trained_alone[key]), jax.tree.leaves(trained[key])):
       np.testing.assert_allclose(a[0], b[s], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(loss_alone[:, 0], losses[:, s], rtol=1e-5)
-  assert float(losses[-1].mean()) < float(losses[0].mean())
+    each.append(losses_alone)
+  # Together the logged loss is the mean over the seeds of each one's own loss, at every step.
+  np.testing.assert_allclose(np.mean(each, axis=0), losses, rtol=1e-5)
+  assert losses[-1] < losses[0]
 
 
 def test_apply_together_equals_each_group_alone():
@@ -223,11 +243,11 @@ def test_apply_together_equals_each_group_alone():
   groups = []
   for lang, strings, n in ((ANBN, ["ab", "aaabbb", "aabb"], 2), (anbncn, ["abc", "aaabbbccc", "aabbcc"], 3)):
     inputs, _, lengths = languages.encode(lang, strings)
-    params = counting.init_seeds(range(n), cell, lang.vocab_size)
+    params = _init_seeds(range(n), cell, lang.vocab_size)
     groups.append((params, jnp.broadcast_to(inputs, (n,) + inputs.shape),
                    jnp.broadcast_to(lengths, (n,) + lengths.shape)))
-  together = counting.apply_together(cell, groups)
-  alone = [jax.vmap(functools.partial(counting.apply, cell))(*g) for g in groups]
+  together = model.apply_together(cell, groups)
+  alone = [jax.vmap(functools.partial(model.apply, cell))(*g) for g in groups]
   assert groups[0][1].shape[-1] != groups[1][1].shape[-1]
   for a, b in zip(together, alone):
     assert a.shape == b.shape
@@ -238,53 +258,55 @@ def test_apply_together_equals_each_group_alone():
         [(p,) + g[1:] for p, g in zip(params_list, groups)]))
 
   grads_together = jax.grad(total)([g[0] for g in groups],
-                                   lambda gs: counting.apply_together(cell, gs))
+                                   lambda gs: model.apply_together(cell, gs))
   grads_alone = jax.grad(total)([g[0] for g in groups], lambda gs: [
-      jax.vmap(functools.partial(counting.apply, cell))(*g) for g in gs])
+      jax.vmap(functools.partial(model.apply, cell))(*g) for g in gs])
   for a, b in zip(jax.tree.leaves(grads_together), jax.tree.leaves(grads_alone)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   with pytest.raises(ValueError, match="at least one group"):
-    counting.apply_together(cell, [])
+    model.apply_together(cell, [])
   with pytest.raises(ValueError, match="one shared batch size"):
-    counting.apply_together(cell, [groups[0], (groups[1][0], groups[1][1][:, :2],
+    model.apply_together(cell, [groups[0], (groups[1][0], groups[1][1][:, :2],
                                                groups[1][2][:, :2])])
 
 
 def test_orthogonal_embedding_keeps_symbols_apart():
   cell = cells.get_cell("gru")
   for seed in range(5):
-    embed = np.asarray(counting.init_params(jax.random.PRNGKey(seed), cell, 3,
+    embed = np.asarray(model.init_params(jax.random.PRNGKey(seed), cell, 3,
                                             embed_init="orthogonal")["embed"])
     # Three symbols in three dimensions: orthogonal rows of norm sqrt(3), like N(0, 1) rows on
     # average.
     np.testing.assert_allclose(embed @ embed.T, 3.0 * np.eye(3), atol=1e-5)
   with pytest.raises(ValueError, match="unknown embed_init 'xavier'"):
-    counting.init_params(jax.random.PRNGKey(0), cell, 3, embed_init="xavier")
+    model.init_params(jax.random.PRNGKey(0), cell, 3, embed_init="xavier")
 
 
 def test_loss_weighting_numbers():
   cell = cells.get_cell("lstm")
-  params = counting.init_params(jax.random.PRNGKey(1), cell, 3)
-  batch = counting.training_batch(ANBN, ["ab", "aaabbb"], "sets")
-  logits = counting.apply(cell, params, batch["inputs"], batch["lengths"])
+  params = model.init_params(jax.random.PRNGKey(1), cell, 3)
+  batch = model.training_batch(ANBN, ["ab", "aaabbb"], "sets")
+  logits = model.apply(cell, params, batch["inputs"], batch["lengths"])
   bce = np.asarray(optax.sigmoid_binary_cross_entropy(logits, batch["goal"]).sum(-1))
   per_string = [bce[0, :3].mean(), bce[1, :7].mean()]
-  by_string = counting.make_seed_loss(cell, "sets", "string")(params, batch)
-  by_token = counting.make_seed_loss(cell, "sets", "token")(params, batch)
+  by_string = model.make_seed_loss(cell, "sets", "string")(params, batch)
+  by_token = model.make_seed_loss(cell, "sets", "token")(params, batch)
   np.testing.assert_allclose(by_string, np.mean(per_string), rtol=1e-5)
   np.testing.assert_allclose(by_token, (bce[0, :3].sum() + bce[1, :7].sum()) / 10, rtol=1e-5)
-  mixed = counting.make_seed_loss(cell, "sets", "mixed")(params, batch)
+  mixed = model.make_seed_loss(cell, "sets", "mixed")(params, batch)
   np.testing.assert_allclose(mixed, 0.5 * (np.mean(per_string) + float(by_token)), rtol=1e-5)
   with pytest.raises(ValueError, match="unknown weighting 'tokens'"):
-    counting.make_seed_loss(cell, "sets", "tokens")
+    model.make_seed_loss(cell, "sets", "tokens")
+
+
+def _config(**overrides):
+  config = counting_config.get_config("smoke")
+  config.update(overrides)
+  return config
 
 
 def _study(**overrides):
-  from experiments import counting as experiment  # pylint: disable=import-outside-toplevel
-  from experiments.configs import counting as counting_config  # pylint: disable=import-outside-toplevel
-  config = counting_config.get_config("smoke")
-  config.update(overrides)
-  return experiment.CountingStudy(config)
+  return experiment.CountingStudy(_config(**overrides))
 
 
 def test_loss_weighting_per_cell_and_its_bad_values():
@@ -295,7 +317,6 @@ def test_loss_weighting_per_cell_and_its_bad_values():
   assert mixed == {("lstm", "sets"): "string", ("lstm", "softmax"): "string",
                    ("gru", "sets"): "string", ("gru", "softmax"): "mixed"}
   assert _study(cells="lstm,min_gru").weighting["min_gru", "sets"] == "string"
-  from experiments import counting as experiment  # pylint: disable=import-outside-toplevel
   config = _study().config
   del config.loss_weighting["gru_sets"]
   with pytest.raises(ValueError, match="no entry 'gru_sets'"):
@@ -353,48 +374,3 @@ def test_curriculum_draws_the_shortest_strings_first():
   assert sizes(0).max() <= 5          # 10% of n = 1..50
   assert sizes(50).max() <= 28        # 10% + 90% * 50/100 = 55%
   assert sizes(100).max() > 28        # curriculum over: all 50 sizes again
-
-
-# ----------------------------------------------------------------------------- end to end
-def test_smoke_run_writes_results_and_plots(tmp_path):
-  workdir = tmp_path / "counting"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.counting", f"--workdir={workdir}",
-       f"--config={ROOT}/experiments/configs/counting.py:smoke"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert f"workdir: {workdir}" in proc.stdout
-  results = json.loads((workdir / "results.json").read_text())
-  config = json.loads((workdir / "config.json").read_text())
-  assert results["step"] == config["num_steps"]
-  langs, cell_names = config["languages"].split(","), config["cells"].split(",")
-  main_rules = {"sets": {"sets"}, "softmax": {
-      f"p>{t:g}{m}" for t in config["thresholds"] for m in ("", "/deterministic")}}
-  # Each rule also comes split into its positive and its negatives half.
-  expected_rules = {head: rules | {f"{r}:{part}" for r in rules for part in ("positive", "negatives")}
-                    for head, rules in main_rules.items()}
-  for lang in langs:
-    for cell in cell_names:
-      for head in config["heads"].split(","):
-        model = results["models"][f"{lang}/{cell}/{head}"]
-        assert set(model["limit"]) == expected_rules[head]
-        assert len(model["final_train_loss"]) == config["num_seeds"]
-        assert all(np.isfinite(model["final_train_loss"]))
-        for rule, seeds in model["limit"].items():
-          assert all(0 <= s <= model["tested_up_to_n"] for s in seeds)
-          if ":" not in rule:  # passing needs both halves to pass
-            for part in ("positive", "negatives"):
-              assert all(s <= t for s, t in zip(seeds, model["limit"][f"{rule}:{part}"]))
-          summary = results["summary"][f"{lang}/{rule}"][cell]
-          assert summary["median"] == float(np.median(seeds))
-          assert (summary["min"], summary["max"]) == (min(seeds), max(seeds))
-  timing = results["seed_vmap_timing"]
-  assert timing["vmap_s_per_step"] > 0 and timing["loop_s_per_step"] > 0
-  for lang in langs:
-    assert (workdir / f"acceptance_{lang}.png").stat().st_size > 1000
-  assert (workdir / "states_anbn.png").stat().st_size > 1000
-  acceptance = json.loads((workdir / "acceptance.json").read_text())
-  first = acceptance[f"{langs[0]}/{cell_names[0]}/sets"]["sets"]
-  assert len(first) == config["num_seeds"] and all(len(r) == config["eval_n_max"] for r in first)
-  assert [r.find("0") if "0" in r else len(r) for r in first] == \
-      results["models"][f"{langs[0]}/{cell_names[0]}/sets"]["limit"]["sets"]

@@ -1,11 +1,11 @@
-"""Tests of the counting languages: membership, off-by-one negatives, next-symbol sets, encoding."""
+"""Counting languages (experiments/counting/languages.py): members, negatives, sets, encoding."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from seqjax.data import languages
+from experiments.counting import languages
 
 NAMES = languages.LANGUAGE_NAMES
 

@@ -1,4 +1,4 @@
-"""experiments.translate end to end: the ``smoke`` variant through the command line."""
+"""``python -m experiments.translate`` end to end on the smoke variant, and its one-line errors."""
 
 import gzip
 import json
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import sacrebleu
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(ROOT, "..", "shared", "data", "multi30k")
-CONFIG = os.path.join(ROOT, "experiments", "configs", "translate.py")
+CONFIG = os.path.join(ROOT, "experiments", "translate", "config.py")
 SIZES = {"train": 300, "val": 40, "test_2016_flickr": 40}
 
 
