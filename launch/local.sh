@@ -2,7 +2,7 @@
 # One local run of an experiment in a fresh timestamped workdir.
 #
 #   launch/local.sh EXPERIMENT [--config.key=value ...]
-#   launch/local.sh adding --config=experiments/configs/adding.py:smoke
+#   launch/local.sh adding --config=experiments/adding/config.py:smoke
 #
 # The workdir is runs/EXPERIMENT-YYYYmmdd-HHMMSS (RUNS_DIR overrides runs/); the remaining
 # arguments go to `python -m experiments.EXPERIMENT` unchanged. To resume a run, rerun the

@@ -5,10 +5,10 @@ dicts, each mapping dotted config keys to values (one dict per run). Every run g
 ``ROOT/<key>=<value>,...`` and the command ``python -m experiments.<name> --workdir ... --config
 <path>[:arg] --config.<key>=<value> ...`` plus any flags given after ``--``.
 
-  python launch/sweep.py experiments/configs/adding.py                 # one after another
-  python launch/sweep.py experiments/configs/adding.py --parallel 3    # 3 at a time
-  python launch/sweep.py experiments/configs/adding.py:smoke --dry_run # print the commands
-  python launch/sweep.py experiments/configs/adding.py --slurm sweep.sbatch --parallel 8
+  python launch/sweep.py experiments/adding/config.py                  # one after another
+  python launch/sweep.py experiments/adding/config.py --parallel 3     # 3 at a time
+  python launch/sweep.py experiments/adding/config.py:smoke --dry_run  # print the commands
+  python launch/sweep.py experiments/adding/config.py --slurm sweep.sbatch --parallel 8
   sbatch sweep.sbatch                                                   # one array task per run
 
 Runs resume like any run: rerunning a sweep finishes the runs that did not finish.
@@ -44,8 +44,12 @@ def load_sweep(config_arg: str) -> tuple[str, str, list[dict]]:
   runs = get_sweep(arg) if inspect.signature(get_sweep).parameters else get_sweep()
   if not runs or not all(isinstance(r, dict) for r in runs):
     raise SystemExit(f"error: {path}: get_sweep must return a non-empty list of dicts")
-  name = os.path.splitext(os.path.basename(path))[0]
-  return name, path, runs
+  return experiment_name(path), path, runs
+
+
+def experiment_name(path: str) -> str:
+  """``adding`` from ``experiments/adding/config.py``: the folder that holds the config."""
+  return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
 
 def run_name(overrides: dict) -> str:
@@ -115,7 +119,7 @@ def main(argv: list[str]) -> int:
     i = argv.index("--")
     argv, extra = argv[:i], argv[i + 1:]
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("config", help="experiments/configs/<name>.py[:arg] declaring get_sweep")
+  parser.add_argument("config", help="experiments/<name>/config.py[:arg] declaring get_sweep")
   parser.add_argument("--root", help="directory of the runs' workdirs "
                       "(default runs/sweep-<name>-<timestamp>)")
   parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
@@ -125,7 +129,7 @@ def main(argv: list[str]) -> int:
   args = parser.parse_args(argv)
   if args.parallel < 1:
     parser.error(f"--parallel must be >= 1, got {args.parallel}")
-  name = os.path.splitext(os.path.basename(args.config.partition(":")[0]))[0]
+  name = experiment_name(args.config.partition(":")[0])
   stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
   root = os.path.abspath(args.root or os.path.join(REPO, "runs", f"sweep-{name}-{stamp}"))
   cmds = commands(args.config, root, args.python, extra)

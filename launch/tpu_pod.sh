@@ -3,7 +3,7 @@
 #
 #   TPU_NAME=my-v4-32 ZONE=us-central2-b launch/tpu_pod.sh EXPERIMENT WORKDIR [flags]
 #   TPU_NAME=my-v4-32 ZONE=us-central2-b launch/tpu_pod.sh adding /mnt/shared/runs/adding \
-#       --config=experiments/configs/adding.py:t400
+#       --config=experiments/adding/config.py:t400
 #
 # Assumes the repository is checked out and installed (.venv) at REPO_DIR (default ~/seqjax) on
 # every worker, and that WORKDIR is a filesystem all workers share (e.g. a Filestore mount).

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from seqjax.train import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "experiments", "configs", "adding.py")
+CONFIG = os.path.join(REPO, "experiments", "adding", "config.py")
 # The smoke variant, long enough that a test can interrupt it mid-run.
 LONG = ("--config.num_steps=200", "--config.log_every=5", "--config.checkpoint_every=20",
         "--config.eval_every=50", "--config.keep_checkpoints=2")

@@ -22,7 +22,7 @@ def test_sweep_runs_every_point_two_at_a_time(tmp_path):
                "--config.num_steps=10", "--config.eval_every=10")
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "2 of 2 runs succeeded" in proc.stdout
-  for cell in ("irnn", "lstm"):  # get_sweep("smoke") of configs/adding.py.
+  for cell in ("irnn", "lstm"):  # get_sweep("smoke") of adding/config.py.
     workdir = tmp_path / f"cell={cell}"
     config = rh.read_json(workdir, "config.json")
     assert config["cell"] == cell and config["num_steps"] == 10

@@ -1,1 +1,1 @@
-"""Data for seqjax experiments: synthetic tasks generated on the fly (no downloads)."""
+"""Data that several experiments read: the Multi30k tfds builder, tokenisers, length bucketing."""

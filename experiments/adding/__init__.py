@@ -1,0 +1,1 @@
+"""The adding problem (Le, Jaitly & Hinton 2015); run ``python -m experiments.adding``."""

@@ -1,0 +1,113 @@
+"""The adding problem (Le, Jaitly & Hinton 2015): sum the two marked numbers of a long sequence.
+
+Each input step is ``(value, marker)`` with ``value ~ U[0, 1]`` and ``marker`` 1 at exactly two
+positions, one in each half of the sequence; the target is the sum of the two marked values. A
+recurrent layer reads the sequence and a linear readout of its final hidden state predicts the sum;
+the loss is the mean squared error. Predicting the mean scores the variance of the target, 1/6
+(the baseline the paper's plots start from); solving the task means going well below it.
+
+  python -m experiments.adding --workdir runs/adding [--config experiments/adding/config.py:t300]
+
+This is also the runtime's reference client: the runtime tests run its ``smoke`` variant.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import cells
+from seqjax import recurrent
+from seqjax import train
+
+_EVAL_STREAM = 1  # Stream ids keep the eval set disjoint from every training batch.
+_TRAIN_STREAM = 0
+
+
+def make_examples(rng: np.random.Generator, n: int, seq_len: int):
+  """``n`` adding-problem examples: ``xs: [n, t, 2]`` float32, ``ys: [n]`` float32."""
+  if seq_len < 2:
+    raise ValueError(f"config.seq_len must be >= 2 (one marker per half), got {seq_len}")
+  values = rng.uniform(0.0, 1.0, size=(n, seq_len)).astype(np.float32)
+  half = seq_len // 2
+  first = rng.integers(0, half, size=n)
+  second = rng.integers(half, seq_len, size=n)
+  markers = np.zeros((n, seq_len), np.float32)
+  markers[np.arange(n), first] = 1.0
+  markers[np.arange(n), second] = 1.0
+  xs = np.stack([values, markers], axis=-1)
+  ys = values[np.arange(n), first] + values[np.arange(n), second]
+  return xs, ys.astype(np.float32)
+
+
+def make_experiment(config, workdir: str) -> train.Experiment:
+  """The adding problem as a :class:`seqjax.train.Experiment` (``workdir`` is the runtime's own)."""
+  del workdir  # the plots get it from the runtime
+  cell = cells.get_cell(config.cell)
+  if config.hidden_size <= 0:
+    raise ValueError(f"config.hidden_size must be > 0, got {config.hidden_size}")
+
+  def init(rng):
+    k_cell, k_out = jax.random.split(rng)
+    h = config.hidden_size
+    return {"cell": cell.init(k_cell, 2, h),
+            "w_out": jax.random.normal(k_out, (h, 1), jnp.float32) * h ** -0.5,
+            "b_out": jnp.zeros((1,), jnp.float32)}
+
+  def predict(params, xs):
+    """``xs: [b, t, 2]`` -> ``[b]`` predicted sums."""
+    _, carry = recurrent.unroll(cell, params["cell"], xs)
+    h = cells.output_of(carry)
+    return (h @ params["w_out"] + params["b_out"])[:, 0]
+
+  def loss_fn(params, batch, rng):  # pylint: disable=unused-argument
+    err = predict(params, batch["xs"]) - batch["ys"]
+    return jnp.mean(err ** 2), {}
+
+  def get_batch(step, shard_index, num_shards):
+    # The whole global batch is a function of (seed, step); each process keeps its slice.
+    rng = np.random.default_rng([config.seed, _TRAIN_STREAM, step])
+    xs, ys = make_examples(rng, config.batch_size, config.seq_len)
+    per = config.batch_size // num_shards
+    keep = slice(shard_index * per, (shard_index + 1) * per)
+    return {"xs": xs[keep], "ys": ys[keep]}
+
+  eval_xs, eval_ys = make_examples(np.random.default_rng([config.seed, _EVAL_STREAM]),
+                                   config.eval_size, config.seq_len)
+  eval_predict = jax.jit(predict)
+
+  def evaluate(params, step):  # pylint: disable=unused-argument
+    pred = np.asarray(eval_predict(params, eval_xs))
+    return {"eval/mse": float(np.mean((pred - eval_ys) ** 2))}
+
+  def results(params, history):  # pylint: disable=unused-argument
+    evals = [r for r in history if r["split"] == "eval"]
+    baseline = float(np.var(eval_ys))  # MSE of always predicting the mean.
+    final = evals[-1]["eval/mse"] if evals else float("nan")
+    best = min((r["eval/mse"] for r in evals), default=float("nan"))
+    return {"cell": config.cell, "seq_len": config.seq_len, "hidden_size": config.hidden_size,
+            "baseline_mse": baseline, "final_eval_mse": final, "best_eval_mse": best,
+            "solved": bool(final < 0.1 * baseline)}
+
+  def plot(workdir, params, history):
+    del params  # the learning curves need only the history
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for split, key in (("train", "train/loss"), ("eval", "eval/mse")):
+      rows = [r for r in history if r["split"] == split]
+      ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=f"{split} MSE")
+    ax.axhline(float(np.var(eval_ys)), color="gray", linestyle="--", label="predict the mean")
+    ax.set(xlabel="step", ylabel="MSE", yscale="log",
+           title=f"adding problem, T={config.seq_len}, {config.cell}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "mse.png"), dpi=100)
+    plt.close(fig)
+
+  return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
+                          results=results, plot=plot)

@@ -1,0 +1,1 @@
+"""Multi30k German-to-English translation; run ``python -m experiments.translate``."""

@@ -1,0 +1,275 @@
+"""Multi30k German-to-English translation with an RNN encoder-decoder, attention and beam search.
+
+  python -m experiments.translate --workdir DIR [--config experiments/translate/config.py:VARIANT]
+      [--config.data_dir FOLDER_WITH_RAW_MULTI30K_FILES]
+
+The data come through the tfds builder ``seqjax.data.multi30k`` (a local folder, or downloaded);
+the tokenisers are trained on the training split and saved in ``DIR/tokenizers`` (a resumed run
+reloads them). Training is teacher-forced cross-entropy on length-bucketed batches; every
+``eval_every`` steps the validation loss and greedy BLEU are logged. At the end the workdir gets,
+besides the runtime's files:
+
+* ``results.json``: sacrebleu BLEU on test2016, cased and ``lowercase=True``, for greedy decoding
+  and for the configured beam; the beam width x length penalty BLEU table on the validation set;
+  parameter count and data statistics;
+* ``test.hyp.txt``: the detokenised test translations of the configured decoding, in test order;
+* ``attention_<i>.png``: source x output attention heatmaps of the first test sentences;
+* ``timing.json``: wall-clock seconds of training and evaluation in this process (kept out of
+  results.json so that a resumed run's results equal an uninterrupted run's).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import decoding
+from seqjax import encdec
+from seqjax import train
+from seqjax.data import multi30k
+from seqjax.data import text
+
+def load_data(config, workdir: str) -> dict:
+  """Reads Multi30k, trains (or reloads) the tokenisers and encodes every split.
+
+  Returns:
+    ``{"src_tok", "tgt_tok", "train", "validation", "test"}``; each split is a
+    :class:`seqjax.data.text.EncodedPairs` with its reference texts in ``.references``.
+  """
+  langs = (config.source_lang, config.target_lang)
+  if set(langs) != set(multi30k.LANGUAGES):
+    raise ValueError(f"config.source_lang and config.target_lang must be 'de' and 'en' in some "
+                     f"order; got {langs}")
+  if config.data_dir and not os.path.isdir(config.data_dir):
+    raise ValueError(f"config.data_dir={config.data_dir!r} is not a folder (leave it empty to "
+                     "download Multi30k)")
+  splits = multi30k.load(config.tfds_dir or os.path.join(workdir, "tfds"),
+                         config.data_dir or None)
+  src_index = multi30k.LANGUAGES.index(config.source_lang)
+  limits = {"train": config.max_train_pairs, "validation": config.max_eval_pairs,
+            "test": config.max_eval_pairs}
+  pairs = {}
+  for split, rows in splits.items():
+    rows = rows[:limits[split]] if limits[split] else rows
+    pairs[split] = [(row[src_index], row[1 - src_index]) for row in rows]
+  directory = os.path.join(workdir, "tokenizers")
+  tokenizers = [text.build_tokenizer(config.tokenizer, [p[side] for p in pairs["train"]],
+                                     directory, f"{config.tokenizer}_{lang}",
+                                     vocab_size=config.vocab_size, min_freq=config.min_freq)
+                for side, lang in enumerate(langs)]
+  data = {"src_tok": tokenizers[0], "tgt_tok": tokenizers[1]}
+  for split, split_pairs in pairs.items():
+    encoded = text.encode_pairs(split_pairs, *tokenizers, config.max_len, name=split)
+    encoded.references = [tgt for _, tgt in split_pairs]
+    data[split] = encoded
+  return data
+
+
+def make_spec(config, src_vocab: int, tgt_vocab: int) -> encdec.Spec:
+  return encdec.Spec(src_vocab=src_vocab, tgt_vocab=tgt_vocab, pad_id=text.PAD, bos_id=text.BOS,
+                     **config.model.to_dict())
+
+
+def _padded_length(data: text.EncodedPairs, multiple: int) -> int:
+  """One padded length for a whole evaluation split: one compilation per decoder."""
+  longest = max([len(x) for x in data.src] + [len(x) for x in data.tgt] + [1])
+  return -(-longest // multiple) * multiple
+
+
+def _batches(data: text.EncodedPairs, batch_size: int, multiple: int):
+  length = _padded_length(data, multiple)
+  for batch in text.eval_batches(data, batch_size, length):
+    yield batch
+
+
+def bleu(hypotheses: list[str], references: list[str]) -> dict:
+  """sacrebleu corpus BLEU (13a tokenisation), cased and lower-cased."""
+  import sacrebleu  # pylint: disable=g-import-not-at-top
+  cased = sacrebleu.corpus_bleu(hypotheses, [references])
+  lower = sacrebleu.corpus_bleu(hypotheses, [references], lowercase=True)
+  return {"bleu": cased.score, "bleu_lowercase": lower.score}
+
+
+class Translator:
+  """Jitted decoding of whole splits with one model spec (compiled once per beam width)."""
+
+  def __init__(self, spec: encdec.Spec, config, tgt_tok):
+    self.spec, self.config, self.tgt_tok = spec, config, tgt_tok
+
+    @functools.partial(jax.jit, static_argnames=("beam_size",))
+    def translate(params, src, src_lengths, alpha, beam_size):
+      state = encdec.encode(params, spec, src, src_lengths)
+      step_fn = encdec.log_prob_step(params, spec)
+      kwargs = dict(max_len=config.max_decode_len, bos_id=text.BOS, eos_id=text.EOS,
+                    pad_id=text.PAD)
+      if beam_size == 1:
+        out = decoding.greedy(step_fn, state, **kwargs)
+        return out.tokens, out.attention
+      out = decoding.beam_search(step_fn, state, beam_size=beam_size, alpha=alpha,
+                                 return_attention=False, **kwargs)
+      return out.tokens[:, 0], None
+
+    @jax.jit
+    def loss_sums(params, batch):
+      logits, _ = encdec.forward(params, spec, batch["src"], batch["src_lengths"],
+                                 batch["tgt_in"])
+      nll = -encdec.token_log_probs(logits, batch["tgt_out"])
+      return jnp.sum(nll * batch["tgt_mask"]), jnp.sum(batch["tgt_mask"])
+
+    self._translate, self._loss_sums = translate, loss_sums
+
+  def loss(self, params, data: text.EncodedPairs) -> float:
+    """Teacher-forced cross-entropy per target token (nats)."""
+    total = tokens = 0.0
+    for batch in _batches(data, self.config.eval_batch_size, self.config.pad_multiple):
+      batch = {k: v for k, v in batch.items() if k != "index"}
+      nll, n = self._loss_sums(params, batch)
+      total, tokens = total + float(nll), tokens + float(n)
+    return total / max(tokens, 1.0)
+
+  def translate(self, params, data: text.EncodedPairs, beam_size: int = 1, alpha: float = 0.0,
+                with_attention: bool = False):
+    """Detokenised translations of every input line (empty for skipped lines), in input order.
+
+    With ``with_attention`` also returns ``{line: (src ids, output ids, weights [t, s])}``.
+    """
+    hypotheses = [""] * data.total
+    attention = {}
+    for batch in _batches(data, self.config.eval_batch_size, self.config.pad_multiple):
+      tokens, weights = self._translate(params, batch["src"], batch["src_lengths"],
+                                        np.float32(alpha), beam_size)
+      tokens = np.asarray(tokens)
+      for row, position in enumerate(batch["index"]):
+        if position < 0:
+          continue
+        line = int(data.index[position])
+        hypotheses[line] = self.tgt_tok.decode(tokens[row])
+        if with_attention and weights is not None:
+          src = data.src[position]
+          out = tokens[row][:int(np.sum(tokens[row] != text.PAD))]
+          attention[line] = (src, out, np.asarray(weights[row])[:len(out), :len(src)])
+    return (hypotheses, attention) if with_attention else hypotheses
+
+
+def plot_attention(path: str, src_pieces, out_pieces, weights) -> None:
+  """Heatmap of ``weights [t, s]``: output tokens down, source tokens across."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(1.0 + 0.4 * len(src_pieces), 1.0 + 0.4 * len(out_pieces)))
+  ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")  # scaled to its own maximum
+  ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90)
+  ax.set_yticks(range(len(out_pieces)), out_pieces)
+  ax.set_xlabel("source")
+  ax.set_ylabel("output")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def make_experiment(config, workdir: str) -> train.Experiment:
+  """Translation as a :class:`seqjax.train.Experiment` writing its extra files into ``workdir``."""
+  if config.beam_size < 1 or any(b < 1 for b in config.sweep_beams):
+    raise ValueError(f"config.beam_size and config.sweep_beams must be >= 1; got "
+                     f"{config.beam_size} and {tuple(config.sweep_beams)}")
+  started = time.time()
+  data = load_data(config, workdir)
+  src_tok, tgt_tok = data["src_tok"], data["tgt_tok"]
+  spec = make_spec(config, src_tok.vocab_size, tgt_tok.vocab_size)
+  batches = text.BucketedBatches(data["train"], config.batch_size, config.seed,
+                                 config.pad_multiple)
+  translator = Translator(spec, config, tgt_tok)
+  clock = {"train_start": None, "eval_seconds": 0.0, "prepare_seconds": time.time() - started}
+  logging.info("translate: %s -> %s, %d training pairs, vocabularies %d / %d, %s",
+               config.source_lang, config.target_lang, len(data["train"]), src_tok.vocab_size,
+               tgt_tok.vocab_size, spec)
+
+  def init(rng):
+    params = jax.jit(encdec.init, static_argnums=1)(rng, spec)  # one compilation, not many
+    logging.info("translate: %d parameters", encdec.count_params(params))
+    return params
+
+  def loss_fn(params, batch, rng):
+    logits, _ = encdec.forward(params, spec, batch["src"], batch["src_lengths"], batch["tgt_in"],
+                               dropout_key=rng)
+    loss, tokens = encdec.loss(logits, batch["tgt_out"], batch["tgt_mask"],
+                               config.label_smoothing)
+    return loss, {"tokens": tokens}
+
+  def get_batch(step, shard_index, num_shards):
+    if clock["train_start"] is None:
+      clock["train_start"] = time.time()
+    batch = batches(step)
+    rows = config.batch_size // num_shards
+    return {k: v[shard_index * rows:(shard_index + 1) * rows]
+            for k, v in batch.items() if k != "index"}
+
+  def evaluate(params, step):
+    del step
+    start = time.time()
+    hypotheses = translator.translate(params, data["validation"])
+    scores = bleu(hypotheses, data["validation"].references)
+    metrics = {"eval/loss": translator.loss(params, data["validation"]),
+               "eval/bleu": scores["bleu"], "eval/bleu_lowercase": scores["bleu_lowercase"]}
+    clock["eval_seconds"] += time.time() - start
+    return metrics
+
+  def results(params, history):
+    del history
+    trained = time.time()
+    test, validation = data["test"], data["validation"]
+    out = {"params": encdec.count_params(params), "model": config.model.to_dict(),
+           "vocab_sizes": [src_tok.vocab_size, tgt_tok.vocab_size],
+           "data": {split: {"pairs": data[split].total, "kept": len(data[split]),
+                            "empty_skipped": data[split].empty,
+                            "truncated": data[split].truncated}
+                    for split in ("train", "validation", "test")},
+           "test/loss": translator.loss(params, test)}
+    greedy, attention = translator.translate(params, test, with_attention=True)
+    out.update({f"test/greedy_{k}": v for k, v in bleu(greedy, test.references).items()})
+    hypotheses = greedy
+    if config.beam_size > 1:
+      hypotheses = translator.translate(params, test, config.beam_size, config.alpha)
+    out.update({f"test/{k}": v for k, v in bleu(hypotheses, test.references).items()})
+    out["test/decoding"] = {"beam_size": config.beam_size, "alpha": config.alpha}
+    with open(os.path.join(workdir, "test.hyp.txt"), "w", encoding="utf-8") as f:
+      f.writelines(h + "\n" for h in hypotheses)
+
+    table, valid_greedy = {}, None
+    for beam in config.sweep_beams:
+      row = {}
+      for alpha in config.sweep_alphas:
+        if beam == 1:  # greedy: the length penalty cannot change a single hypothesis
+          valid_greedy = valid_greedy or translator.translate(params, validation)
+          hyps = valid_greedy
+        else:
+          hyps = translator.translate(params, validation, beam, alpha)
+        row[f"alpha={alpha}"] = round(bleu(hyps, validation.references)["bleu"], 2)
+      table[f"beam={beam}"] = row
+    out["validation/bleu_beam_x_alpha"] = table
+
+    for line in sorted(attention)[:config.num_heatmaps]:
+      src, tokens, weights = attention[line]
+      plot_attention(os.path.join(workdir, f"attention_{line}.png"),
+                     [src_tok.piece(t) for t in src], [tgt_tok.piece(t) for t in tokens], weights)
+    now = time.time()
+    timing = {"prepare_seconds": round(clock["prepare_seconds"], 1),
+              "train_seconds": round(trained - (clock["train_start"] or trained)
+                                     - clock["eval_seconds"], 1),
+              "periodic_eval_seconds": round(clock["eval_seconds"], 1),
+              "final_eval_seconds": round(now - trained, 1), "devices": str(jax.devices())}
+    with open(os.path.join(workdir, "timing.json"), "w", encoding="utf-8") as f:
+      json.dump(timing, f, indent=2)
+    logging.info("translate: test BLEU %.2f (lowercase %.2f); %s", out["test/bleu"],
+                 out["test/bleu_lowercase"], timing)
+    return out
+
+  return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
+                          results=results)

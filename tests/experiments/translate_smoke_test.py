@@ -1,0 +1,97 @@
+"""``python -m experiments.translate`` end to end on the smoke variant, and its one-line errors."""
+
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sacrebleu
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHARED = os.path.join(ROOT, "..", "shared", "data", "multi30k")
+CONFIG = os.path.join(ROOT, "experiments", "translate", "config.py")
+SIZES = {"train": 300, "val": 40, "test_2016_flickr": 40}
+
+
+def _lines(stem, lang, n):
+  path = os.path.join(SHARED, f"{stem}.{lang}.gz")
+  if os.path.exists(path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+      return [next(f).rstrip("\n") for _ in range(n)]
+  # Without the shared copy: a synthetic corpus of the same shape (one line = one caption).
+  rng = np.random.default_rng(len(stem))
+  words = {"de": ["ein", "mann", "frau", "hund", "läuft", "sitzt", "im", "park", "auf"],
+           "en": ["a", "man", "woman", "dog", "runs", "sits", "in", "park", "on"]}[lang]
+  return [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def raw_folder(tmp_path_factory):
+  folder = tmp_path_factory.mktemp("multi30k_small")
+  for stem, n in SIZES.items():
+    for lang in ("de", "en"):
+      lines = _lines(stem, lang, n)
+      if stem == "train":
+        lines[7] = ""  # bad input: an empty line, to be skipped and counted
+      with gzip.open(folder / f"{stem}.{lang}.gz", "wt", encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in lines)
+  return str(folder)
+
+
+def _run(workdir, *overrides, timeout=600):
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.translate", f"--workdir={workdir}",
+       f"--config={CONFIG}:smoke", *overrides],
+      cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_smoke_variant_end_to_end(raw_folder, tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = _run(workdir, f"--config.data_dir={raw_folder}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+
+  with open(os.path.join(workdir, "results.json")) as f:
+    results = json.load(f)
+  # Bad input is counted: the empty training line is skipped, long sentences are truncated.
+  assert results["data"]["train"]["pairs"] == 300
+  assert results["data"]["train"]["empty_skipped"] == 1
+  assert results["data"]["train"]["kept"] == 299
+  assert "train: skipped 1 empty line(s)" in proc.stderr
+
+  # test.hyp.txt is the test set in order, and results.json's BLEU is sacrebleu's on it.
+  with open(os.path.join(workdir, "test.hyp.txt"), encoding="utf-8") as f:
+    hypotheses = [line.rstrip("\n") for line in f]
+  references = _lines("test_2016_flickr", "en", 40)
+  assert len(hypotheses) == 40
+  assert results["test/bleu"] == pytest.approx(
+      sacrebleu.corpus_bleu(hypotheses, [references]).score)
+  assert results["test/bleu_lowercase"] == pytest.approx(
+      sacrebleu.corpus_bleu(hypotheses, [references], lowercase=True).score)
+  assert results["test/decoding"] == {"beam_size": 3, "alpha": 0.6}
+  assert set(results["validation/bleu_beam_x_alpha"]) == {"beam=1", "beam=3"}
+  assert set(results["validation/bleu_beam_x_alpha"]["beam=3"]) == {"alpha=0.0", "alpha=1.0"}
+
+  # Training learnt something: below the loss of a uniform guess over the target vocabulary.
+  records = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  evals = [r["eval/loss"] for r in records if r["split"] == "eval"]
+  assert len(evals) == 2 and evals[-1] < evals[0] < math.log(results["vocab_sizes"][1])
+  assert results["params"] > 0 and results["step"] == 30
+
+  # The tokenisers were saved in the workdir; attention heatmaps were drawn.
+  assert os.path.exists(os.path.join(workdir, "tokenizers", "sentencepiece_de.model"))
+  assert len([f for f in os.listdir(workdir) if f.startswith("attention_")]) == 2
+  with open(os.path.join(workdir, "timing.json")) as f:
+    assert json.load(f)["train_seconds"] > 0
+
+
+def test_bad_config_gets_one_line_errors(raw_folder, tmp_path):
+  proc = _run(str(tmp_path / "a"), "--config.data_dir=/no/such/folder")
+  assert proc.returncode == 2
+  assert "error: config.data_dir='/no/such/folder' is not a folder" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  proc = _run(str(tmp_path / "b"), f"--config.data_dir={raw_folder}", "--config.source_lang=fr")
+  assert proc.returncode == 2 and "must be 'de' and 'en'" in proc.stderr
