@@ -50,7 +50,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   return config
 
 
-def _batch(config, step: int) -> dict[str, np.ndarray]:
+def get_batch_of_step(config, step: int) -> dict[str, np.ndarray]:
+  """The global batch of ``step``: ``tokens, targets: [b, t] int32``, ``mask: [b, t]``."""
   rng = np.random.default_rng((config.seed, step))
   b, t = config.batch_size, config.seq_len
   tokens = rng.integers(0, config.vocab, size=(b, t)).astype(np.int32)
@@ -103,7 +104,7 @@ def make_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
   def get_batch(step, shard_index, num_shards):
     rows = config.batch_size // num_shards
     return {k: a[shard_index * rows:(shard_index + 1) * rows]
-            for k, a in _batch(config, step).items()}
+            for k, a in get_batch_of_step(config, step).items()}
 
   return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch,
                           loss_reduction=config.loss_reduction)
