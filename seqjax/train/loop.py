@@ -281,7 +281,8 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
                                schedule=schedule, nan_at_step=config.nan_at_step,
                                loss_reduction=experiment.loss_reduction)
   p_train_step = jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
-  writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary)
+  writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary,
+                                     first_step=start)
   state_rep = _replicate(state, n_local)
   last_saved = start if restored is not None else None
   try:
