@@ -10,25 +10,27 @@ experiment starts the same way::
   python -m experiments.<name> --workdir DIR [--config experiments/<name>/config.py[:variant]] \
       [--config.key=value ...]
 
-The experiment hands an :class:`Experiment` to the runtime::
+``__main__.py`` hands an :class:`Experiment` built from the config to the runtime::
 
   from seqjax import train
 
-  def loss_fn(params, batch, rng):               # one device's slice of the global batch
-    keys = train.example_keys(rng, batch["tokens"].shape[0])   # per-example dropout keys
-    nll, mask = ...                                             # [b, t] each
-    tokens = train.global_sum(jnp.sum(mask))                    # count over all devices
-    return jnp.sum(nll * mask) / tokens, {"tokens": jnp.sum(mask)}  # shares; the runtime adds them
+  def make_experiment(config) -> train.Experiment:
+    def loss_fn(params, batch, rng):  # one device's slice of the global batch
+      keys = train.example_keys(rng, batch["tokens"].shape[0])  # [b] per-example dropout keys
+      nll, mask = ...                                            # [b, t] each
+      tokens = train.global_sum(jnp.sum(mask))                   # the count over all devices
+      return jnp.sum(nll * mask) / tokens, {"tokens": jnp.sum(mask)}  # shares, added up
 
-  experiment = train.Experiment(
-      init=init,                # rng -> params
-      loss_fn=loss_fn,          # (params, batch, rng) -> (loss, metrics)
-      get_batch=get_batch,      # (step, shard_index, num_shards) -> this process's shard
-      loss_reduction="global",  # the loss is a share of the global average (see global_batch)
-      evaluate=evaluate,        # optional (params, step) -> {"eval/...": ...}
-      results=results,          # optional (params, history) -> dict for results.json
-      plot=plot)                # optional (workdir, params, history) -> None
-  train.main(lambda config: experiment, train.define_flags(<path of config.py>))
+    return train.Experiment(
+        init=init,                # rng -> params
+        loss_fn=loss_fn,          # (params, batch, rng) -> (loss, metrics)
+        get_batch=get_batch,      # (step, shard_index, num_shards) -> this process's shard
+        loss_reduction="global",  # loss and metrics are shares of the global average
+        evaluate=evaluate,        # optional (params, step) -> {"eval/...": ...}
+        results=results,          # optional (params, history) -> dict for results.json
+        plot=plot)                # optional (workdir, params, history) -> None
+
+  train.main(make_experiment, train.define_flags(<path of experiments/<name>/config.py>))
 
 * ``loss_reduction="global"``: loss and metrics are this device's share of the global average
   (local sums over :func:`global_sum` counts) and dropout comes from :func:`example_keys`; such a
