@@ -127,6 +127,9 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
     loss_reduction: ``"global"`` or ``"device_mean"``, as in :class:`Experiment`.
   """
   global_batch.check_reduction(loss_reduction)
+  if loss_reduction == "global" and axis_name not in (None, AXIS):
+    raise ValueError(f"loss_reduction='global' needs axis_name={AXIS!r} (what global_sum and "
+                     f"example_keys reduce over), got {axis_name!r}")
 
   def train_step(state: TrainState, batch: Batch):
     step_rng = jax.random.fold_in(rng, state.step)

@@ -82,6 +82,13 @@ def test_experiment_names_a_bad_reduction():
     train.Experiment(init=None, loss_fn=None, get_batch=None, loss_reduction="mean")
 
 
+def test_global_reduction_needs_the_runtime_axis():
+  optimizer = train.make_optimizer(train.runtime_config())
+  with pytest.raises(ValueError, match="needs axis_name='batch'.*got 'devices'"):
+    train.make_train_step(lambda p, b, r: (0.0, {}), optimizer, KEY, axis_name="devices",
+                          loss_reduction="global")
+
+
 def test_helpers_refuse_the_legacy_reduction():
   # Under "device_mean" the runtime averages the devices' values, so a share would come out
   # divided by the device count: the helpers say so while tracing, on one device already.
