@@ -1,61 +1,48 @@
 """The experiment runtime: one train loop, one workdir layout, exact resume, pmap, multi-host.
 
-How an experiment plugs in
---------------------------
-An experiment is two files. ``experiments/configs/<name>.py`` holds ``get_config(arg)``, which
-starts from :func:`runtime_config` (seed, num_steps, batch_size, optimizer, learning_rate,
-schedule, grad_clip_norm, log/eval/checkpoint intervals, num_devices, ...; see
-``seqjax/train/config.py``) and adds the experiment's own fields, one comment above each. Variants
-are picked by ``arg`` (every experiment has a ``smoke`` variant that runs in under a minute).
+The full contract is in ``docs/runtime.md``; the essentials:
 
-``experiments/<name>.py`` builds an :class:`Experiment` from the config and hands it to the
-runtime::
+An experiment is a folder ``experiments/<name>/``: ``__main__.py`` (thin: flags, then one call),
+``config.py`` (``get_config(arg)`` starting from :func:`runtime_config`, one comment above each
+field, variants picked by ``arg`` including ``smoke``), ``README.md`` and ``results/``. Every
+experiment starts the same way::
+
+  python -m experiments.<name> --workdir DIR [--config experiments/<name>/config.py[:variant]] \
+      [--config.key=value ...]
+
+``__main__.py`` hands an :class:`Experiment` built from the config to the runtime::
 
   from seqjax import train
 
   def make_experiment(config) -> train.Experiment:
+    def loss_fn(params, batch, rng):  # one device's slice of the global batch
+      keys = train.example_keys(rng, batch["tokens"].shape[0])  # [b] per-example dropout keys
+      nll, mask = ...                                            # [b, t] each
+      tokens = train.global_sum(jnp.sum(mask))                   # the count over all devices
+      return jnp.sum(nll * mask) / tokens, {"tokens": jnp.sum(mask)}  # shares, added up
+
     return train.Experiment(
-        init=lambda rng: ...,                      # rng -> params pytree
-        loss_fn=loss_fn,                           # (params, batch, rng) -> (loss, {"acc": ...})
-        get_batch=get_batch,                       # (step, shard_index, num_shards) -> batch
-        evaluate=evaluate,                         # optional (params, step) -> {"eval/loss": ...}
-        results=results,                           # optional (params, history) -> dict
-        plot=plot)                                 # optional (workdir, params, history) -> None
+        init=init,                # rng -> params
+        loss_fn=loss_fn,          # (params, batch, rng) -> (loss, metrics)
+        get_batch=get_batch,      # (step, shard_index, num_shards) -> this process's shard
+        loss_reduction="global",  # loss and metrics are shares of the global average
+        evaluate=evaluate,        # optional (params, step) -> {"eval/...": ...}
+        results=results,          # optional (params, history) -> dict for results.json
+        plot=plot)                # optional (workdir, params, history) -> None
 
-  if __name__ == "__main__":
-    train.main(make_experiment, train.define_flags(<path of experiments/configs/<name>.py>))
+  train.main(make_experiment, train.define_flags(<path of experiments/<name>/config.py>))
 
-Contract of the pieces:
+* ``loss_reduction="global"``: loss and metrics are this device's share of the global average
+  (local sums over :func:`global_sum` counts) and dropout comes from :func:`example_keys`; such a
+  model trains the same on 1 and N devices and processes. ``"device_mean"`` (legacy, default):
+  means over the device's slice, averaged over devices.
+* ``get_batch`` is a pure function of ``(config.seed, step, shard)``: that makes resume exact and
+  multi-host runs equal one host.
+* Workdir: ``config.json  metrics.jsonl  tensorboard/  checkpoints/<step>/  results.json  *.png``;
+  rerunning the same command resumes from the latest checkpoint.
 
-* ``loss_fn`` is traced inside the pmapped, jitted ``train_step(state, batch) -> (state,
-  metrics)``; it sees one device's slice of the batch and returns the mean loss over it (the
-  runtime averages loss, metrics and gradients over devices with ``lax.pmean``, so use a mean
-  over examples if 1 and N devices are to agree). ``rng`` is already folded with the step and
-  the device index. Metric names without ``/`` get the ``train/`` prefix.
-* ``get_batch(step, shard_index, num_shards)`` returns this process's shard of global batch
-  ``step`` as a pytree of numpy arrays with leading axis ``config.batch_size // num_shards``.
-  It must be a pure function of ``(config.seed, step, shard)`` (e.g. seed a
-  ``np.random.default_rng((seed, step))`` and slice the global batch), never of how many steps
-  this process has run: that is what makes resume exact and multi-host runs equal one host.
-* ``evaluate(params, step)`` gets host (numpy) params on every process every
-  ``config.eval_every`` steps and at the last step; names its metrics ``eval/...`` (or
-  ``test/...``; names without ``/`` get ``eval/``); with ``config.best_metric`` set, the best
-  checkpoint by that metric is kept.
-* ``results(params, history)`` returns the experiment's summary, merged into results.json
-  (which also holds ``step`` and the last record of each split). ``history`` is the list of
-  metrics.jsonl records. ``plot(workdir, params, history)`` writes PNGs (use matplotlib's Agg backend).
-  Both run on process 0 only, after the last step (also when a finished run is rerun).
-* ``optimizer`` (optional) replaces the optax transformation built from the config.
-* Validation: raise ``ValueError`` naming the config field (``config.hidden_size must be > 0,
-  got 0``) from ``make_experiment``; the entry point turns it into a one-line error.
-
-Lower-level pieces for experiments with special needs: :func:`make_train_step`,
-:func:`make_optimizer`, :class:`Checkpointer`, :class:`MetricsWriter`, and
-``seqjax.train.workdir`` (the file layout; ``read_metrics``).
-
-The workdir contract (``seqjax/train/workdir.py``)::
-
-  config.json  metrics.jsonl  tensorboard/  checkpoints/<step>/  results.json  *.png
+Lower-level pieces: :func:`make_train_step`, :func:`make_optimizer`, :class:`Checkpointer`,
+:class:`MetricsWriter`, ``seqjax.train.workdir`` (the file layout; ``read_metrics``).
 """
 
 from seqjax.train.checkpointing import CheckpointError
@@ -63,6 +50,8 @@ from seqjax.train.checkpointing import Checkpointer
 from seqjax.train.cli import define_flags
 from seqjax.train.cli import main
 from seqjax.train.config import runtime_config
+from seqjax.train.global_batch import example_keys
+from seqjax.train.global_batch import global_sum
 from seqjax.train.loop import Experiment
 from seqjax.train.loop import NonFiniteLossError
 from seqjax.train.loop import StopRequested
@@ -76,7 +65,8 @@ from seqjax.train.optimizers import make_schedule
 from seqjax.train.workdir import read_metrics
 
 __all__ = [
-    "CheckpointError", "Checkpointer", "Experiment", "clip_per_model", "MetricsWriter", "NonFiniteLossError", "StopRequested",
-    "TrainState", "define_flags", "main", "make_optimizer", "make_schedule", "make_train_step",
-    "read_metrics", "run", "runtime_config",
+    "CheckpointError", "Checkpointer", "Experiment", "MetricsWriter", "NonFiniteLossError",
+    "StopRequested", "TrainState", "clip_per_model", "define_flags", "example_keys",
+    "global_sum", "main", "make_optimizer", "make_schedule", "make_train_step", "read_metrics",
+    "run", "runtime_config",
 ]

@@ -1,10 +1,9 @@
-"""Command-line plumbing shared by every ``experiments/<name>.py`` entry point.
+"""Command-line plumbing shared by every ``experiments/<name>/__main__.py`` entry point.
 
 An entry point defines its flags with :func:`define_flags` and hands over to :func:`main`::
 
-  if __name__ == "__main__":
-    cli.main(make_experiment, cli.define_flags(
-        os.path.join(os.path.dirname(__file__), "configs", "adding.py")))
+  train.main(make_experiment, train.define_flags(
+      os.path.join(os.path.dirname(__file__), "config.py")))
 
 which gives ``python -m experiments.<name> --workdir DIR [--config PATH[:variant]]
 [--config.key=value ...] [--coordinator_address HOST:PORT --num_processes N --process_id I]``.

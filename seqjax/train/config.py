@@ -1,6 +1,6 @@
 """Runtime configuration: the fields every experiment config carries, validation, diffs.
 
-Experiment configs are code (``experiments/configs/<name>.py``): ``get_config(arg)`` starts from
+Experiment configs are code (``experiments/<name>/config.py``): ``get_config(arg)`` starts from
 :func:`runtime_config` and adds its own fields (model, data, ...). The runtime reads only the
 fields defined here; the experiment owns every other field.
 """

@@ -3,8 +3,15 @@
 ``run(experiment, config, workdir)`` trains ``experiment`` for ``config.num_steps`` steps,
 resuming from the workdir's latest checkpoint when there is one. Everything a step consumes is a
 pure function of ``(config.seed, step)``: the batch comes from ``experiment.get_batch(step, ...)``
-and the step's RNG is ``fold_in(fold_in(key(seed), step), device_index)``; so a run stopped at any
-moment and restarted from its checkpoint computes bit for bit what the uninterrupted run computes.
+and the step's key is ``fold_in(key, step)`` (``key`` derived from the seed; the legacy
+``"device_mean"`` reduction also folds in the device index); so a run stopped at any moment and
+restarted from its checkpoint computes bit for bit what the uninterrupted run computes.
+
+How losses combine over devices (``Experiment.loss_reduction``, see ``global_batch.py``):
+``"global"``: each device returns its share of the global average and the runtime adds the shares
+(``lax.psum`` of loss, metrics and gradients), so 1 and N devices compute the same numbers;
+``"device_mean"`` (legacy): each device returns the mean over its own slice and the runtime
+averages those (``lax.pmean``), equal to the global mean only when every slice weighs the same.
 
 Order of events after step ``s`` (``state.step == s``): log train metrics, evaluate, then save a
 checkpoint. A checkpoint at step ``s`` therefore always comes after every metrics line of steps
@@ -28,6 +35,7 @@ from absl import logging
 from seqjax.train import checkpointing
 from seqjax.train import config as config_lib
 from seqjax.train import distributed
+from seqjax.train import global_batch
 from seqjax.train import metrics_log
 from seqjax.train import optimizers
 from seqjax.train import workdir as workdir_lib
@@ -36,7 +44,7 @@ Params = Any
 Batch = Any  # A pytree of numpy arrays whose leaves all have the (local) batch as leading axis.
 Metrics = dict[str, Any]
 
-AXIS = "batch"  # pmap axis name: gradients and metrics are averaged over it.
+AXIS = global_batch.AXIS  # pmap axis name: gradients and metrics are combined over it.
 
 
 class TrainState(NamedTuple):
@@ -52,9 +60,9 @@ class Experiment:
 
   Attributes:
     init: ``rng -> params``; the initial parameters.
-    loss_fn: ``(params, batch, rng) -> (loss, metrics)``: the scalar loss, a mean over the
-      (per-device) batch, and a flat dict of scalar metrics (names without a split prefix get
-      ``train/``). Traced under ``jax.pmap``; loss and metrics are averaged over devices.
+    loss_fn: ``(params, batch, rng) -> (loss, metrics)``: the scalar loss and a flat dict of
+      scalar metrics (names without a split prefix get ``train/``) of one device's slice of the
+      batch, traced under ``jax.pmap``. What they are depends on ``loss_reduction``.
     get_batch: ``(step, shard_index, num_shards) -> batch``: this process's shard
       (``config.batch_size // num_shards`` examples) of the global batch of ``step``; must be a
       pure function of ``(config.seed, step, shard_index, num_shards)``.
@@ -65,6 +73,13 @@ class Experiment:
     plot: optional ``(workdir, params, history) -> None`` writing PNGs into the workdir; gets
       the final host params, as ``results`` does.
     optimizer: optional optax transformation replacing the one built from the config.
+    loss_reduction: how the devices' losses combine. ``"global"``: ``loss_fn`` returns this
+      device's share of the global average (local sums over global counts from
+      :func:`global_batch.global_sum`), for the loss and every metric; the runtime adds the
+      shares; ``rng`` is the step key, shared by all devices (per-example keys:
+      :func:`global_batch.example_keys`). ``"device_mean"`` (legacy, the default): ``loss_fn``
+      returns means over its slice, the runtime averages them over devices, and ``rng`` is also
+      folded with the device index.
   """
   init: Callable[[jax.Array], Params]
   loss_fn: Callable[[Params, Batch, jax.Array], tuple[jax.Array, Metrics]]
@@ -73,6 +88,10 @@ class Experiment:
   results: Callable[[Params, list[dict]], dict] | None = None
   plot: Callable[[str, Params, list[dict]], None] | None = None
   optimizer: optax.GradientTransformation | None = None
+  loss_reduction: str = "device_mean"
+
+  def __post_init__(self):
+    global_batch.check_reduction(self.loss_reduction)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,26 +108,37 @@ class StopRequested(RuntimeError):
 
 def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.Array,
                     axis_name: str | None = None,
-                    schedule: optax.Schedule | None = None, nan_at_step: int = -1):
+                    schedule: optax.Schedule | None = None, nan_at_step: int = -1,
+                    loss_reduction: str = "device_mean"):
   """Builds the pure ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
     loss_fn: ``(params, batch, rng) -> (loss, metrics)``.
     optimizer: the optax transformation (clipping included).
-    rng: the run's base key; the step's key is ``fold_in(rng, state.step)`` (and the device index
-      under ``axis_name``), so randomness depends on the step alone, never on history.
-    axis_name: when set, the step runs under ``jax.pmap`` with that axis name and gradients,
-      loss and metrics are averaged over it with ``lax.pmean``.
+    rng: the run's base key; the step's key is ``fold_in(rng, state.step)`` (with
+      ``"device_mean"`` under ``axis_name`` also folded with the device index), so randomness
+      depends on the step alone, never on history.
+    axis_name: when set, the step runs under ``jax.pmap`` with that axis name (it must be
+      ``AXIS`` for the ``global_batch`` helpers) and gradients, loss and metrics are combined
+      over it: added (``lax.psum``) for ``"global"``, averaged (``lax.pmean``) for
+      ``"device_mean"``.
     schedule: when given, the step's learning rate is reported as ``train/learning_rate``.
     nan_at_step: debugging only; the loss of this (1-based) step becomes NaN.
+    loss_reduction: ``"global"`` or ``"device_mean"``, as in :class:`Experiment`.
   """
+  global_batch.check_reduction(loss_reduction)
+  if loss_reduction == "global" and axis_name not in (None, AXIS):
+    raise ValueError(f"loss_reduction='global' needs axis_name={AXIS!r} (what global_sum and "
+                     f"example_keys reduce over), got {axis_name!r}")
+
   def train_step(state: TrainState, batch: Batch):
     step_rng = jax.random.fold_in(rng, state.step)
-    if axis_name is not None:
+    if axis_name is not None and loss_reduction == "device_mean":
       step_rng = jax.random.fold_in(step_rng, jax.lax.axis_index(axis_name))
 
     def loss_and_metrics(params):
-      loss, metrics = loss_fn(params, batch, step_rng)
+      with global_batch.tracing_reduction(loss_reduction):
+        loss, metrics = loss_fn(params, batch, step_rng)
       if nan_at_step >= 0:
         loss = loss * jnp.where(state.step + 1 == nan_at_step, jnp.nan, 1.0)
       return loss, metrics
@@ -117,7 +147,8 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
     metrics = {(k if "/" in k else f"train/{k}"): v for k, v in metrics.items()}
     metrics["train/loss"] = loss
     if axis_name is not None:
-      grads, metrics = jax.lax.pmean((grads, metrics), axis_name)
+      combine = jax.lax.psum if loss_reduction == "global" else jax.lax.pmean
+      grads, metrics = combine((grads, metrics), axis_name)
     metrics["train/grad_norm"] = optax.tree.norm(grads)
     if schedule is not None:
       metrics["train/learning_rate"] = schedule(state.step)
@@ -250,9 +281,11 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
                    dropped, start)
 
   train_step = make_train_step(experiment.loss_fn, optimizer, step_rng, axis_name=AXIS,
-                               schedule=schedule, nan_at_step=config.nan_at_step)
+                               schedule=schedule, nan_at_step=config.nan_at_step,
+                               loss_reduction=experiment.loss_reduction)
   p_train_step = jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
-  writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary)
+  writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary,
+                                     first_step=start)
   state_rep = _replicate(state, n_local)
   last_saved = start if restored is not None else None
   try:

@@ -3,8 +3,8 @@
 Metric names are ``<split>/<name>`` (``train/loss``, ``eval/accuracy``); a record in metrics.jsonl
 holds one split at one step:
 ``{"step": s, "split": "train", "train/loss": ..., "steps_per_sec": ...}``.
-On a terminal the console shows a one-line progress bar (step, loss, steps/s, ETA); otherwise
-(log files, CI) it prints plain log lines at every logged step.
+On a terminal the console shows a tqdm progress bar (step, loss, steps/s, ETA) with evaluations
+printed above it; otherwise (log files, CI) it prints plain log lines at every logged step.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import math
 import os
 import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, TextIO
 
+import tqdm
 from absl import logging
 
 from seqjax.train import workdir as workdir_lib
@@ -53,16 +54,23 @@ class MetricsWriter:
   """Writes metrics of process 0 to metrics.jsonl, TensorBoard and the console.
 
   On other processes (``enabled=False``) every method is a no-op, so callers need no branches.
+  ``first_step`` is where the run starts (a resumed run's checkpoint step), so the progress bar
+  and its rate count only this run's steps; ``console`` is the stream of the bar (stderr).
   """
 
-  def __init__(self, workdir: str, num_steps: int, enabled: bool = True):
+  def __init__(self, workdir: str, num_steps: int, enabled: bool = True, first_step: int = 0,
+               console: TextIO | None = None):
     self._enabled = enabled
     self._num_steps = num_steps
-    self._tty = sys.stderr.isatty()
+    self._console_stream = console or sys.stderr
+    self._bar = None
     self._file = None
     self._tb = None
     if not enabled:
       return
+    if self._console_stream.isatty():
+      self._bar = tqdm.tqdm(total=num_steps, initial=first_step, file=self._console_stream,
+                            unit="step", dynamic_ncols=True)
     self._file = open(os.path.join(workdir, workdir_lib.METRICS), "a")
     try:
       self._tb = _summary_writer(os.path.join(workdir, workdir_lib.TENSORBOARD))
@@ -95,28 +103,23 @@ class MetricsWriter:
   def _console(self, step, metrics, steps_per_sec, is_train):
     shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items()
                      if k.endswith("loss") or k.startswith("eval/"))
-    if steps_per_sec:
-      eta = _format_eta((self._num_steps - step) / steps_per_sec)
-      rate = f" {steps_per_sec:.1f} steps/s ETA {eta}"
+    if self._bar is not None and not is_train:  # Evaluations: a line that stays above the bar.
+      self._bar.write(f"{step}/{self._num_steps} {shown}", file=self._console_stream)
+    elif self._bar is not None:
+      self._bar.set_postfix_str(shown, refresh=False)
+      self._bar.update(step - self._bar.n)
     else:
       rate = ""
-    if self._tty and not is_train:  # Evaluations: a line that stays above the bar.
-      sys.stderr.write(f"\r{step}/{self._num_steps} {shown}\033[K\n")
-      sys.stderr.flush()
-    elif self._tty:
-      width = 20
-      done = int(width * step / max(self._num_steps, 1))
-      bar = "#" * done + "." * (width - done)
-      sys.stderr.write(f"\r[{bar}] {step}/{self._num_steps} {shown}{rate}\033[K")
-      sys.stderr.flush()
-    else:
+      if steps_per_sec:
+        eta = _format_eta((self._num_steps - step) / steps_per_sec)
+        rate = f" {steps_per_sec:.1f} steps/s ETA {eta}"
       logging.info("step %d/%d %s%s", step, self._num_steps, shown, rate)
 
   def close(self):
     if not self._enabled:
       return
-    if self._tty:
-      sys.stderr.write("\n")
+    if self._bar is not None:
+      self._bar.close()
     self._file.close()
     if self._tb is not None:
       self._tb.close()

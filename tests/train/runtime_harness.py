@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 
 from seqjax.train import workdir as workdir_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "experiments", "adding", "config.py")
 # The smoke variant, long enough that a test can interrupt it mid-run.
 LONG = ("--config.num_steps=200", "--config.log_every=5", "--config.checkpoint_every=20",
@@ -37,6 +37,8 @@ def environment(devices: int = 1) -> dict[str, str]:
   env = dict(os.environ)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
+  # This checkout's seqjax, also for scripts run by path (whose own folder heads sys.path).
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
   # A persistent compilation cache shared by the test runs: the same programs compile once.
   env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(),
                                                   f"seqjax-test-jax-cache-{os.getuid()}")
