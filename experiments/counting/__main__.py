@@ -1,8 +1,7 @@
-"""Runs the experiment: ``python -m experiments.counting --workdir DIR [--config PATH[:variant]]``.
+"""``python -m experiments.counting --workdir DIR [--config experiments/counting/config.py[:variant]]``.
 
-Without ``--config`` the default variant of ``experiments/counting/config.py`` runs;
-``--config experiments/counting/config.py:smoke`` picks a variant and ``--config.<key>=<value>``
-overrides a field. The runtime logs the devices and this process's index when the run starts.
+Without ``--config`` the default variant of ``config.py`` runs; ``--config.<key>=<value>``
+overrides a field. The commands, times and results are in this folder's README.md.
 """
 
 import os
@@ -10,14 +9,6 @@ import os
 from experiments.counting import experiment
 from seqjax import train
 
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
-
-
-def main():
-  # Flags are defined here, not at import, so tests and other modules can import this package.
-  flags = train.define_flags(CONFIG)
-  train.main(lambda config: experiment.make_experiment(config, flags.workdir.value), flags)
-
-
 if __name__ == "__main__":
-  main()
+  train.main(experiment.make_experiment,
+             train.define_flags(os.path.join(os.path.dirname(__file__), "config.py")))

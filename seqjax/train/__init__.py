@@ -14,7 +14,7 @@ experiment starts the same way::
 
   from seqjax import train
 
-  def make_experiment(config) -> train.Experiment:
+  def make_experiment(config, workdir) -> train.Experiment:
     def loss_fn(params, batch, rng):  # one device's slice of the global batch
       keys = train.example_keys(rng, batch["tokens"].shape[0])  # [b] per-example dropout keys
       nll, mask = ...                                            # [b, t] each

@@ -2,8 +2,11 @@
 
 An entry point defines its flags with :func:`define_flags` and hands over to :func:`main`::
 
-  train.main(make_experiment, train.define_flags(
+  train.main(experiment.make_experiment, train.define_flags(
       os.path.join(os.path.dirname(__file__), "config.py")))
+
+where ``make_experiment(config, workdir)`` builds the :class:`seqjax.train.Experiment`
+(``workdir`` for the files an experiment keeps beside the runtime's: a tokeniser, a vocabulary).
 
 which gives ``python -m experiments.<name> --workdir DIR [--config PATH[:variant]]
 [--config.key=value ...] [--coordinator_address HOST:PORT --num_processes N --process_id I]``.
@@ -129,7 +132,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
   return []
 
 
-def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment],
+MakeExperiment = Callable[[ml_collections.ConfigDict, str], loop.Experiment]
+
+
+def _run(make_experiment: MakeExperiment,
          handles: Flags, argv: list[str]) -> None:
   if len(argv) > 1:
     fail(f"unexpected positional arguments {argv[1:]}", 2)
@@ -145,7 +151,7 @@ def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment]
   config = _config_or_fail(lambda: handles.config.value)
   try:
     config_lib.validate(config)  # Before the experiment is built from it.
-    experiment = make_experiment(config)
+    experiment = make_experiment(config, handles.workdir.value)
     loop.run(experiment, config, handles.workdir.value)
   except loop.StopRequested as e:
     fail(str(e), 128 + e.signum)
@@ -161,7 +167,6 @@ def _run(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment]
     logging.info("done: %s", handles.workdir.value)
 
 
-def main(make_experiment: Callable[[ml_collections.ConfigDict], loop.Experiment],
-         handles: Flags) -> None:
-  """Parses flags and runs ``make_experiment(config)`` through :func:`seqjax.train.run`."""
+def main(make_experiment: MakeExperiment, handles: Flags) -> None:
+  """Parses flags and runs ``make_experiment(config, workdir)`` through :func:`seqjax.train.run`."""
   app.run(lambda argv: _run(make_experiment, handles, argv), flags_parser=_parse_flags)

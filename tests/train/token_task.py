@@ -68,7 +68,7 @@ def _dropout(keys: jax.Array, x: jax.Array, rate: float) -> jax.Array:
   return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-def make_experiment(config: ml_collections.ConfigDict) -> train.Experiment:
+def make_experiment(config: ml_collections.ConfigDict, workdir: str = "") -> train.Experiment:
   v, d = config.vocab, config.hidden
 
   def init(rng):
