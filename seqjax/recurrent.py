@@ -1,6 +1,6 @@
 """The one place where seqjax runs a cell through time: ``unroll``, bidirectional layers, stacks.
 
-Shape letters: b batch, t time, d input features, h hidden units (see ``cells.py``).
+Shapes use the glossary in ``seqjax/__init__.py``.
 
 ``unroll`` hoists the input projection out of the loop (one big ``[b*t, d] @ [d, g]`` matmul),
 runs the recurrence time-major with ``jax.lax.scan``, and handles variable lengths: past an
@@ -18,23 +18,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells as cells_lib
+from seqjax import checks
 from seqjax import kernels
+from seqjax import layers
 
 Cell = cells_lib.Cell
-
-
-def concrete(x) -> np.ndarray | None:
-  """``x`` as numpy when its value is known now (not traced under jit/vmap), else None."""
-  try:
-    return np.asarray(x)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return None
 
 
 def check_params(cell: Cell, params) -> tuple[int, int]:
   """Validates ``params`` for ``cell``; returns ``(input_size, hidden_size)``."""
   needed = ("w_ih",) if cell.parallel else ("w_ih", "w_hh")
-  if not isinstance(params, dict) or any(k not in params for k in needed):
+  if not isinstance(params, dict) or any(name not in params for name in needed):
     raise ValueError(f"params for cell {cell.name!r} must be a dict with keys {needed} "
                      f"(as made by Cell.init); got {type(params).__name__}"
                      + (f" with keys {sorted(params)}" if isinstance(params, dict) else ""))
@@ -67,30 +61,14 @@ def _check_carry(cell: Cell, carry, batch: int, hidden: int):
                      f"[{batch}, {hidden}]; got {got}")
 
 
-def check_lengths(lengths, batch: int, time: int) -> None:
-  """Validates ``lengths: [b]`` integers in ``[0, time]`` (range checked when not traced)."""
-  if lengths is None:
-    return
-  if np.ndim(lengths) != 1 or np.shape(lengths)[0] != batch:
-    raise ValueError(f"lengths must have shape [batch] = [{batch}]; got {np.shape(lengths)}")
-  # Plain lists have no dtype; jnp.result_type would reject them with an unhelpful message.
-  dtype = lengths.dtype if hasattr(lengths, "dtype") else np.asarray(lengths).dtype
-  if not jnp.issubdtype(dtype, jnp.integer):
-    raise ValueError(f"lengths must be integers; got dtype {dtype}")
-  values = concrete(lengths)
-  if values is not None and values.size and (values.min() < 0 or values.max() > time):
-    bad = values[(values < 0) | (values > time)]
-    raise ValueError(f"lengths must lie in [0, {time}] (the time dimension); got {bad.tolist()}")
-
-
 def reverse_index(lengths: jax.Array, time: int) -> jax.Array:
   """``[b, t]`` gather index that reverses each row's first ``lengths[i]`` steps in place.
 
   Steps past the length map to themselves, so the permutation is its own inverse.
   """
   steps = jnp.arange(time)[None, :]
-  lengths = lengths[:, None]
-  return jnp.where(steps < lengths, lengths - 1 - steps, steps)
+  valid = layers.mask_from_lengths(lengths, time)
+  return jnp.where(valid, lengths[:, None] - 1 - steps, steps)
 
 
 def _reverse(xs, lengths):
@@ -107,7 +85,7 @@ def _parallel_unroll(cell, gx, lengths, h0):
   """
   a, u = cells_lib.linear_recurrence_coefficients(cell.name, gx)  # each [b, t, h]
   if lengths is not None:
-    mask = (jnp.arange(gx.shape[1])[None, :] < lengths[:, None])[..., None]
+    mask = layers.mask_from_lengths(lengths, gx.shape[1])[..., None]  # [b, t, 1]
     a, u = jnp.where(mask, a, 1.0), jnp.where(mask, u, 0.0)
 
   def combine(left, right):
@@ -142,7 +120,7 @@ def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, impl):
       return step(params, carry, jnp.concatenate(gx_t, axis=-1))
     carry, ys = jax.lax.scan(body, carry, gx, unroll=unroll_steps)
   else:
-    mask = jnp.arange(xs.shape[1])[:, None] < lengths[None, :]  # [t, b]
+    mask = layers.mask_from_lengths(lengths, xs.shape[1]).T  # [t, b]
 
     def body(carry, inputs):
       gx_t, m_t = inputs
@@ -198,7 +176,7 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
   if features != input_size:
     raise ValueError(f"xs has {features} features but the {cell.name!r} params expect "
                      f"{input_size} (w_ih is {tuple(params['w_ih'].shape)})")
-  check_lengths(lengths, batch, time)
+  checks.check_lengths(lengths, batch, time)
   if initial_carry is None:
     initial_carry = cell.initial_carry(batch, hidden, carry_dtype)
   else:
@@ -219,9 +197,9 @@ def init_bidirectional(key, cell: Cell | str, input_size: int, hidden_size: int,
                        dtype=jnp.float32) -> dict:
   """``{'fwd': params, 'bwd': params}``, two independent cells."""
   cell = cells_lib.get_cell(cell)
-  k_f, k_b = jax.random.split(key)
-  return {"fwd": cell.init(k_f, input_size, hidden_size, dtype),
-          "bwd": cell.init(k_b, input_size, hidden_size, dtype)}
+  key_fwd, key_bwd = jax.random.split(key)
+  return {"fwd": cell.init(key_fwd, input_size, hidden_size, dtype),
+          "bwd": cell.init(key_bwd, input_size, hidden_size, dtype)}
 
 
 def bidirectional(cell: Cell | str, params: dict, xs: jax.Array, *, lengths=None,
@@ -243,14 +221,14 @@ def init_stack(key, cell: Cell | str, input_size: int, hidden_size: int, num_lay
   cell = cells_lib.get_cell(cell)
   if num_layers < 1:
     raise ValueError(f"num_layers must be >= 1; got {num_layers}")
-  layers = []
-  for layer, k in enumerate(jax.random.split(key, num_layers)):
+  stacked = []
+  for layer, key_layer in enumerate(jax.random.split(key, num_layers)):
     d = input_size if layer == 0 else hidden_size * (2 if bidirectional else 1)
     if bidirectional:
-      layers.append(init_bidirectional(k, cell, d, hidden_size, dtype))
+      stacked.append(init_bidirectional(key_layer, cell, d, hidden_size, dtype))
     else:
-      layers.append({"fwd": cell.init(k, d, hidden_size, dtype)})
-  return layers
+      stacked.append({"fwd": cell.init(key_layer, d, hidden_size, dtype)})
+  return stacked
 
 
 def stack(cell: Cell | str, params: Sequence[dict], xs: jax.Array, *, lengths=None,
@@ -264,6 +242,10 @@ def stack(cell: Cell | str, params: Sequence[dict], xs: jax.Array, *, lengths=No
     initial_carry: ``None`` or one entry per layer: a carry, or a ``(fwd, bwd)`` pair.
     dropout_rate: dropout applied to every layer's output except the last (needs ``dropout_key``;
       with no key, dropout is off, as at evaluation).
+    dropout_key: None, one PRNG key, or ``[b]`` per-example keys. The dropout after layer ``l``
+      is ``layers.dropout(layers.fold_keys(dropout_key, l), ys_l, dropout_rate)``; with
+      per-example keys each row's masks depend on its own key alone, so a batch split over
+      devices draws the masks it would draw on one.
     **kwargs: passed to :func:`unroll` (``unroll``, ``remat``, ...).
 
   Returns:
@@ -286,7 +268,5 @@ def stack(cell: Cell | str, params: Sequence[dict], xs: jax.Array, *, lengths=No
                          **kwargs)
     finals.append(final)
     if dropout_rate > 0.0 and dropout_key is not None and layer + 1 < len(params):
-      dropout_key, k = jax.random.split(dropout_key)
-      keep = jax.random.bernoulli(k, 1.0 - dropout_rate, xs.shape)
-      xs = jnp.where(keep, xs / (1.0 - dropout_rate), 0.0).astype(xs.dtype)
+      xs = layers.dropout(layers.fold_keys(dropout_key, layer), xs, dropout_rate)
   return xs, finals

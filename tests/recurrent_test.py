@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from seqjax import cells
+from seqjax import layers
 from seqjax import recurrent
 
 B, T, D, H = 4, 7, 3, 5
@@ -182,6 +183,43 @@ def test_dropout_between_layers_needs_a_key_and_a_rate():
   # Padding still never leaks through the dropped-out layer.
   for n, length in enumerate(LENGTHS):
     np.testing.assert_array_equal(dropped[n, length:], 0.0)
+
+
+def test_dropout_between_layers_is_layers_dropout_with_folded_keys():
+  # Given a 3-layer bidirectional stack and one dropout key.
+  cell = cells.get_cell("gru")
+  params = recurrent.init_stack(jax.random.key(0), cell, D, H, 3, bidirectional=True)
+  xs = jax.random.normal(jax.random.key(1), (B, T, D))
+  key = jax.random.key(5)
+  # When the stack runs with dropout.
+  ys, finals = recurrent.stack(cell, params, xs, lengths=LENGTHS, dropout_rate=0.3,
+                               dropout_key=key)
+  # Then it equals the layers composed by hand, layer l's output dropped with fold_keys(key, l).
+  ref, ref_finals = xs, []
+  for layer, layer_params in enumerate(params):
+    ref, final = recurrent.bidirectional(cell, layer_params, ref, lengths=LENGTHS)
+    ref_finals.append(final)
+    if layer < 2:
+      ref = layers.dropout(layers.fold_keys(key, layer), ref, 0.3)
+  _assert_trees_close((ys, finals), (ref, ref_finals))
+
+
+def test_dropout_with_per_example_keys_does_not_depend_on_the_batch_split():
+  # Given one dropout key per example.
+  cell = cells.get_cell("lstm")
+  params = recurrent.init_stack(jax.random.key(0), cell, D, H, 3)
+  xs = jax.random.normal(jax.random.key(1), (B, T, D))
+  keys = jax.random.split(jax.random.key(5), B)
+  # When the whole batch runs, and each row runs alone with its own key.
+  ys, _ = recurrent.stack(cell, params, xs, lengths=LENGTHS, dropout_rate=0.5, dropout_key=keys)
+  plain, _ = recurrent.stack(cell, params, xs, lengths=LENGTHS)
+  for n in range(B):
+    row, _ = recurrent.stack(cell, params, xs[n:n + 1], lengths=LENGTHS[n:n + 1],
+                             dropout_rate=0.5, dropout_key=keys[n:n + 1])
+    # Then every row is what it is alone: its masks depend on its own key only.
+    np.testing.assert_allclose(ys[n], row[0], atol=ATOL, rtol=ATOL)
+  # ... and dropout did act.
+  assert float(jnp.abs(ys - plain).max()) > 1e-2
 
 
 def test_no_dropout_after_the_last_layer():

@@ -1,6 +1,6 @@
 """Opt-in fast paths for a whole recurrent layer, and the one function that chooses among them.
 
-Shape letters: b batch, t time, d input features, h hidden units (see ``cells.py``).
+Shapes use the glossary in ``seqjax/__init__.py``.
 
 ``recurrent.unroll`` runs every cell through ``lax.scan``; for ``lstm`` and ``gru``
 (``reset_after``) a layer can instead run as one of these, each checked against the scan:

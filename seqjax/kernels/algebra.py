@@ -1,6 +1,6 @@
 """The algebra both hand-written VJPs share (``fused.py``'s XLA loops, ``pallas_rnn.py``'s kernels).
 
-Shape letters: b batch, t time, d input features, h hidden units, g gate width (see ``cells.py``).
+Shapes use the glossary in ``seqjax/__init__.py``.
 
 A whole-layer VJP does three things around its two time loops, and they are written once here:
 

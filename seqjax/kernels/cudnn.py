@@ -22,6 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from seqjax import layers
+
 
 def pack_lstm_weights(params) -> jax.Array:
   """seqjax's LSTM params as cuDNN's flat weight vector (one layer, one direction).
@@ -61,6 +63,6 @@ def unroll_batch_major(params, xs, lengths, carry, kernel=None):
                       jnp.maximum(lengths, 1), in_dim, hid)
   empty = (lengths == 0)[:, None]
   carry = (jnp.where(empty, h0, h_n[0]), jnp.where(empty, c0, c_n[0]))
-  mask = jnp.arange(time)[None, :] < lengths[:, None]
+  mask = layers.mask_from_lengths(lengths, time)
   ys = jnp.where(mask[..., None], ys, jnp.zeros_like(ys))
   return ys, carry

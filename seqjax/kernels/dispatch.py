@@ -1,6 +1,6 @@
 """Which implementation runs a recurrent layer: :class:`Settings`, :func:`choose` and :func:`run`.
 
-Shape letters: b batch, t time, d input features, h hidden units (see ``cells.py``).
+Shapes use the glossary in ``seqjax/__init__.py``.
 
 ``recurrent.unroll`` asks :func:`choose` once per layer, before its jit, and passes the
 :class:`Impl` it gets back as a static argument: a different choice is a different program,
@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from seqjax import cells as cells_lib
+from seqjax import layers
 from seqjax.kernels import cudnn
 from seqjax.kernels import fused
 from seqjax.kernels import native
@@ -198,7 +199,7 @@ def run(impl: Impl, cell: cells_lib.Cell, params, xs: jax.Array, lengths: jax.Ar
   """
   if impl.name == "cudnn":  # Whole layer through cuDNN; padding already zeroed.
     return cudnn.unroll_batch_major(params, xs, lengths, carry, kernel=impl.cudnn_kernel)
-  mask = None if lengths is None else jnp.arange(xs.shape[1])[None, :] < lengths[:, None]
+  mask = None if lengths is None else layers.mask_from_lengths(lengths, xs.shape[1])
   if impl.name == "fused":
     hs, carry = fused.unroll_batch_major(cell, params, xs, mask, carry, unroll_steps, impl)
   elif impl.name == "pallas":

@@ -1,6 +1,6 @@
 """Whole-layer LSTM and GRU with a hand-written backward pass (the CPU and GPU fast path).
 
-Shape letters: b batch, t time, d input features, h hidden units, g gate width (see ``cells.py``).
+Shapes use the glossary in ``seqjax/__init__.py``.
 
 Autodiff through ``lax.scan`` over a cell step stores every intermediate of every step, replays
 the step's whole derivative inside the backward loop, and adds a small ``h_prev^T @ dgates``
@@ -100,7 +100,7 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
   # As cells.py: float32 arithmetic (float64 under x64 with float64 params) whatever the params.
   dtype = cells_lib.compute_dtype(params["w_ih"].dtype, *(leaf.dtype for leaf in leaves))
   keep = None if mask is None else mask.astype(dtype)[..., None]  # [b, t, 1]
-  weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
+  weights = tuple(params[name] for name in ("w_ih", "b_ih", "w_hh", "b_hh"))
   if impl is None:
     setting = _Setting(int(unroll_steps), lean=False, in_place=False)
   else:

@@ -1,6 +1,6 @@
 """LSTM and GRU time recurrence as Pallas kernels, forward and backward (opt-in, for GPUs).
 
-Shape letters: b batch, t time, d input features, h hidden units, g gate width (see ``cells.py``).
+Shapes use the glossary in ``seqjax/__init__.py``.
 
 This is ``fused.py``'s whole-layer ``jax.custom_vjp`` with its two time loops moved into
 Pallas kernels (``recurrent.unroll(..., impl='pallas')``); the backward's algebra is
@@ -116,7 +116,7 @@ def unroll_batch_major(cell: cells_lib.Cell, params, xs: jax.Array, mask: jax.Ar
     keep = jnp.ones((time, batch, 1), dtype)
   else:
     keep = jnp.swapaxes(mask, 0, 1).astype(dtype)[..., None]  # [t, b, 1]
-  weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
+  weights = tuple(params[name] for name in ("w_ih", "b_ih", "w_hh", "b_hh"))
   if cell.name == "lstm":
     h0, c0 = carry
     hs, c_last = _lstm(config, weights, xs, keep, h0.astype(dtype), c0.astype(dtype))
@@ -208,9 +208,9 @@ def _call(config, kernel, batch, hidden, inputs, in_layouts, out_shapes, out_lay
   return [_resize(y, lay, batch, hidden) for y, lay in zip(outputs, out_layouts)]
 
 
-def _gate(k, hid):
-  """Columns of gate ``k`` in a ``[..., gates * hid]`` ref."""
-  return pl.ds(k * hid, hid)
+def _gate_columns(gate, hid):
+  """The columns of gate number ``gate`` in a ``[..., gates * hid]`` ref."""
+  return pl.ds(gate * hid, hid)
 
 
 def _dot(a, b):
@@ -245,18 +245,19 @@ def _time_loop(length, body, init, unroll):
 def _lstm_forward_kernel(gx_ref, keep_ref, w_ref, h0_ref, c0_ref, hs_ref, cs_ref, acts_ref, *,
                          hid, unroll):
   """One block of rows through every step; ``acts`` gets the activated gates ``[i, f, g, o]``."""
-  w = [w_ref[:, _gate(k, hid)] for k in range(4)]  # Loaded once, resident for every step.
+  # Loaded once, resident for every step.
+  w = [w_ref[:, _gate_columns(gate, hid)] for gate in range(4)]
 
   def body(t, carry):
     h, c = carry
-    pre = [gx_ref[t, :, _gate(k, hid)] + _dot(h, w[k]) for k in range(4)]
-    i, f, o = (jax.nn.sigmoid(pre[k]) for k in (0, 1, 3))
+    pre = [gx_ref[t, :, _gate_columns(gate, hid)] + _dot(h, w[gate]) for gate in range(4)]
+    i, f, o = (jax.nn.sigmoid(pre[gate]) for gate in (0, 1, 3))
     g = jnp.tanh(pre[2])
     keep = keep_ref[t] > 0  # [rows, 1]: a padded step keeps the carry.
     c_new = jnp.where(keep, f * c + i * g, c)
     h_new = jnp.where(keep, o * jnp.tanh(c_new), h)
-    for k, act in enumerate((i, f, g, o)):
-      acts_ref[t, :, _gate(k, hid)] = act
+    for gate, act in enumerate((i, f, g, o)):
+      acts_ref[t, :, _gate_columns(gate, hid)] = act
     hs_ref[t] = h_new
     cs_ref[t] = c_new
     return h_new, c_new
@@ -267,7 +268,8 @@ def _lstm_forward_kernel(gx_ref, keep_ref, w_ref, h0_ref, c0_ref, hs_ref, cs_ref
 def _lstm_backward_kernel(dhs_ref, dc_dh_ref, coef_ref, dc_prev_ref, skip_ref, w_t_ref,
                           dc_last_ref, dgates_ref, dh0_ref, dc0_ref, *, hid, unroll):
   """Reverse time loop: ``dgates = [dc, dc, dc, dh] * coef``, ``dh_prev = dgates @ w_hh^T``."""
-  w_t = [w_t_ref[_gate(k, hid), :] for k in range(4)]  # Resident ``w_hh^T``, per gate.
+  # Resident ``w_hh^T``, per gate.
+  w_t = [w_t_ref[_gate_columns(gate, hid), :] for gate in range(4)]
   time = dhs_ref.shape[0]
 
   def body(step, carry):
@@ -276,10 +278,10 @@ def _lstm_backward_kernel(dhs_ref, dc_dh_ref, coef_ref, dc_prev_ref, skip_ref, w
     dh = dh + dhs_ref[t]
     dc = dc + dh * dc_dh_ref[t]
     dh_prev = skip_ref[t] * dh  # A padded step passes dh straight through.
-    for k in range(4):
-      dgates = (dh if k == 3 else dc) * coef_ref[t, :, _gate(k, hid)]
-      dgates_ref[t, :, _gate(k, hid)] = dgates
-      dh_prev = dh_prev + _dot(dgates, w_t[k])
+    for gate in range(4):
+      dgates = (dh if gate == 3 else dc) * coef_ref[t, :, _gate_columns(gate, hid)]
+      dgates_ref[t, :, _gate_columns(gate, hid)] = dgates
+      dh_prev = dh_prev + _dot(dgates, w_t[gate])
     return dh_prev, dc * dc_prev_ref[t]
 
   dc_last = dc_last_ref[...]
@@ -334,17 +336,18 @@ _lstm.defvjp(_lstm_forward, _lstm_backward)
 def _gru_forward_kernel(gx_ref, keep_ref, w_ref, b_ref, h0_ref, hs_ref, acts_ref, gh_n_ref, *,
                         hid, unroll):
   """One block of rows through every step, storing ``[r, z, n]`` and ``gh_n = h W_hn + b_hn``."""
-  w = [w_ref[:, _gate(k, hid)] for k in range(3)]  # Loaded once, resident for every step.
-  b = [b_ref[:, _gate(k, hid)] for k in range(3)]
+  # Loaded once, resident for every step.
+  w = [w_ref[:, _gate_columns(gate, hid)] for gate in range(3)]
+  b = [b_ref[:, _gate_columns(gate, hid)] for gate in range(3)]
 
   def body(t, h):
-    gh = [_dot(h, w[k]) + b[k] for k in range(3)]
-    r = jax.nn.sigmoid(gx_ref[t, :, _gate(0, hid)] + gh[0])
-    z = jax.nn.sigmoid(gx_ref[t, :, _gate(1, hid)] + gh[1])
-    n = jnp.tanh(gx_ref[t, :, _gate(2, hid)] + r * gh[2])
+    gh = [_dot(h, w[gate]) + b[gate] for gate in range(3)]
+    r = jax.nn.sigmoid(gx_ref[t, :, _gate_columns(0, hid)] + gh[0])
+    z = jax.nn.sigmoid(gx_ref[t, :, _gate_columns(1, hid)] + gh[1])
+    n = jnp.tanh(gx_ref[t, :, _gate_columns(2, hid)] + r * gh[2])
     h_new = jnp.where(keep_ref[t] > 0, n + z * (h - n), h)
-    for k, act in enumerate((r, z, n)):
-      acts_ref[t, :, _gate(k, hid)] = act
+    for gate, act in enumerate((r, z, n)):
+      acts_ref[t, :, _gate_columns(gate, hid)] = act
     gh_n_ref[t] = gh[2]
     hs_ref[t] = h_new
     return h_new
@@ -355,7 +358,8 @@ def _gru_forward_kernel(gx_ref, keep_ref, w_ref, b_ref, h0_ref, hs_ref, acts_ref
 def _gru_backward_kernel(dhs_ref, coef_ref, dh_prev_ref, w_t_ref, dgh_ref, dh_out_ref, dh0_ref,
                          *, hid, unroll):
   """Reverse time loop: ``dgh = [dh, dh, dh] * coef``, ``dh_prev = dgh @ w_hh^T + dh * z``."""
-  w_t = [w_t_ref[_gate(k, hid), :] for k in range(3)]  # Resident ``w_hh^T``, per gate.
+  # Resident ``w_hh^T``, per gate.
+  w_t = [w_t_ref[_gate_columns(gate, hid), :] for gate in range(3)]
   time = dhs_ref.shape[0]
 
   def body(step, dh):
@@ -363,10 +367,10 @@ def _gru_backward_kernel(dhs_ref, coef_ref, dh_prev_ref, w_t_ref, dgh_ref, dh_ou
     dh = dh + dhs_ref[t]
     dh_out_ref[t] = dh  # The candidate's input gradient is dh * dn, taken outside.
     dh_prev = dh * dh_prev_ref[t]
-    for k in range(3):
-      dgh = dh * coef_ref[t, :, _gate(k, hid)]
-      dgh_ref[t, :, _gate(k, hid)] = dgh
-      dh_prev = dh_prev + _dot(dgh, w_t[k])
+    for gate in range(3):
+      dgh = dh * coef_ref[t, :, _gate_columns(gate, hid)]
+      dgh_ref[t, :, _gate_columns(gate, hid)] = dgh
+      dh_prev = dh_prev + _dot(dgh, w_t[gate])
     return dh_prev
 
   dh0_ref[...] = _time_loop(time, body, jnp.zeros(dh0_ref.shape, dh0_ref.dtype), unroll)

@@ -1,6 +1,6 @@
 """Shared checks of the recurrent fast paths (``seqjax/kernels``) against the scan.
 
-Shape letters: b batch, t time, d input, h hidden. Each test module binds its own sizes, e.g.
+Shapes use the glossary in ``seqjax/__init__.py``. Each test module binds its own sizes, e.g.
 ``_setup = functools.partial(fastpath_checks.random_layer, batch=B, time=T, d=D, h=H)``.
 """
 

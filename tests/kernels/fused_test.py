@@ -168,7 +168,7 @@ def _fused_layer_grads(name, setting, mask):
   b, t, d, h = 4, 16, 8, 8
   cell = cells.get_cell(name)
   params = cell.init(jax.random.PRNGKey(0), d, h)
-  weights = tuple(params[k] for k in ("w_ih", "b_ih", "w_hh", "b_hh"))
+  weights = tuple(params[name] for name in ("w_ih", "b_ih", "w_hh", "b_hh"))
   xs = jax.random.normal(jax.random.PRNGKey(1), (b, t, d))
   keep = None if mask is None else mask.astype(jnp.float32)[..., None]
   h0 = jax.random.normal(jax.random.PRNGKey(2), (b, h))

@@ -2,7 +2,7 @@
 
 On CPU the kernels run in Pallas interpret mode, so these tests check the kernel bodies, the
 padding around them and the custom_vjp; the plain scan (``impl='scan'``) is the reference.
-Shape letters: b batch, t time, d input, h hidden.
+Shapes use the glossary in ``seqjax/__init__.py``.
 """
 
 import re
