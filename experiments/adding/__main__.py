@@ -1,6 +1,6 @@
-"""``python -m experiments.adding --workdir DIR [--config experiments/adding/config.py[:variant]]``.
+"""Entry point: ``python -m experiments.adding --workdir DIR [--config PATH[:variant]]``.
 
-Without ``--config`` the default variant of ``config.py`` runs; ``--config.<key>=<value>``
+PATH defaults to ``experiments/adding/config.py`` (its default variant); ``--config.<key>=<value>``
 overrides a field. The commands, times and results are in this folder's README.md.
 """
 
