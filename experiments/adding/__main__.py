@@ -1,7 +1,8 @@
 """Entry point: ``python -m experiments.adding --workdir DIR [--config PATH[:variant]]``.
 
 PATH defaults to ``experiments/adding/config.py`` (its default variant);
-``--config.<key>=<value>`` overrides a field. The commands, times and results are in this folder's README.md.
+``--config.<key>=<value>`` overrides a field. This folder's README.md gives the commands, times
+and results.
 """
 
 import os
