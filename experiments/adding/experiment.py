@@ -65,7 +65,9 @@ def make_experiment(config, workdir: str) -> train.Experiment:
 
   def loss_fn(params, batch, rng):  # pylint: disable=unused-argument
     err = predict(params, batch["xs"]) - batch["ys"]
-    return jnp.mean(err ** 2), {}
+    # This device's share of the global batch's MSE: its squared errors over all examples.
+    examples = train.global_sum(jnp.float32(err.shape[0]))
+    return jnp.sum(err ** 2) / examples, {}
 
   def get_batch(step, shard_index, num_shards):
     # The whole global batch is a function of (seed, step); each process keeps its slice.
@@ -110,4 +112,4 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     plt.close(fig)
 
   return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
-                          results=results, plot=plot)
+                          results=results, plot=plot, loss_reduction="global")

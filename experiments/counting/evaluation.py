@@ -37,6 +37,7 @@ import numpy as np
 from experiments.counting import languages
 from experiments.counting import model
 from seqjax import cells as cells_lib
+from seqjax import layers
 
 
 def string_flags(logits, targets, lengths, sets, head: str, thresholds=(0.005, 0.01)) -> dict:
@@ -55,7 +56,7 @@ def string_flags(logits, targets, lengths, sets, head: str, thresholds=(0.005, 0
     'p><thr>/deterministic': [b]}`` for every threshold.
   """
   t = logits.shape[1]
-  valid = jnp.arange(t)[None, :] < lengths[:, None]
+  valid = layers.mask_from_lengths(lengths, t)
   if head == "sets":
     predicted = logits > 0.0
     reads = jnp.take_along_axis(predicted, targets[..., None], axis=-1)[..., 0]

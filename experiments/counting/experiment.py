@@ -93,7 +93,9 @@ class CountingStudy:
                       for name in self.cells for head in self.heads}
     self.losses = {head: {name: model.make_seed_loss(cell, head, self.weighting[name, head])
                           for name, cell in self.cells.items()} for head in self.heads}
-    self.logits_losses = {head: {name: model.make_logits_loss(head, self.weighting[name, head])
+    # Shares of the global batch's averages (train.global_sum): the same on any device count.
+    self.logits_losses = {head: {name: model.make_logits_loss(head, self.weighting[name, head],
+                                                              train.global_sum)
                                  for name in self.cells} for head in self.heads}
     self._verdicts = None  # kept by results() for plot(): evaluating is the expensive part
 
@@ -182,6 +184,8 @@ class CountingStudy:
           per_seed = jax.vmap(self.logits_losses[head][cell], in_axes=(0, axis, axis))(
               mine, lang_data[f"goal/{head}"], lang_data["mask"])
           # Summed, not averaged: every network's gradient is exactly its own loss's gradient.
+          # Each is this device's share of the network's loss; sums and means over seeds of
+          # shares are shares too, so the runtime's psum makes them the global batch's.
           total = total + per_seed.sum()
           metrics[f"train/{lang.name}_{cell}_{head}_loss"] = per_seed.mean()
     return total, metrics
@@ -270,4 +274,5 @@ def make_experiment(config: ml_collections.ConfigDict, workdir: str) -> train.Ex
           f"({time.perf_counter() - started:.0f} s)", flush=True)
 
   return train.Experiment(init=study.init, loss_fn=study.loss_fn, get_batch=study.get_batch,
-                          results=study.results, plot=plot, optimizer=optimizer)
+                          results=study.results, plot=plot, optimizer=optimizer,
+                          loss_reduction="global")

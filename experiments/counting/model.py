@@ -25,6 +25,7 @@ import optax
 
 from experiments.counting import languages
 from seqjax import cells as cells_lib
+from seqjax import layers
 from seqjax import recurrent
 
 HEADS = ("sets", "softmax")
@@ -124,10 +125,8 @@ def states_along(cell: cells_lib.Cell, params: dict, inputs: jax.Array):
 
 
 # ----------------------------------------------------------------------------- losses
-def _average(per_position, mask):
-  # Per string, then over strings: short and long strings weigh the same, as each size n does.
-  per_string = (per_position * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
-  return per_string.mean()
+def _identity(x):
+  return x
 
 
 def training_batch(language: languages.Language, strings: list[str], head: str,
@@ -149,11 +148,12 @@ def training_batch(language: languages.Language, strings: list[str], head: str,
       goal[row, :len(s) + 1] = language.next_distribution(s, stop_prob)
     else:
       goal[row, np.arange(len(s) + 1), next_ids[row, :len(s) + 1]] = 1.0
-  mask = (np.arange(t)[None, :] < lengths[:, None]).astype(np.float32)
+  mask = np.asarray(layers.mask_from_lengths(lengths, t), np.float32)
   return {"inputs": inputs, "lengths": lengths, "mask": mask, "goal": goal}
 
 
-def make_logits_loss(head: str, weighting: str = "string") -> Callable:
+def make_logits_loss(head: str, weighting: str = "string",
+                     global_sum: Callable = _identity) -> Callable:
   """``(logits [b, t, v], goal [b, t, v], mask [b, t]) -> loss`` of one network.
 
   Args:
@@ -163,19 +163,28 @@ def make_logits_loss(head: str, weighting: str = "string") -> Callable:
       weighs the same); ``'token'`` over all valid positions, so long strings weigh more;
       ``'mixed'`` is the mean of the two, so long strings weigh more but no string weighs less
       than half its per-string share.
+    global_sum: sums a count over every slice of the global batch (``seqjax.train.global_sum``
+      under the runtime). The loss is then this slice's share of the global batch's average:
+      local sums over global counts, which add up over slices. The identity (the default) makes
+      the batch given the whole batch.
   """
   check_choice("head", head, HEADS)
   check_choice("weighting", weighting, WEIGHTINGS)
-  per_position = _sets_bce if head == "sets" else _softmax_xent
+  per_position = _sets_bce if head == "sets" else layers.cross_entropy
 
   def loss_fn(logits, goal, mask):
-    values = per_position(logits, goal)
-    by_token = (values * mask).sum() / mask.sum()
+    values = per_position(logits, goal)  # [b, t]
+    # Per token: every valid position of the global batch weighs the same.
+    by_token = (values * mask).sum() / global_sum(mask.sum())
     if weighting == "token":
       return by_token
+    # Per string, then over strings: short and long strings weigh the same, as each size n does.
+    # Written as sum / count rather than .mean(), which jnp lowers to the same division.
+    per_string = (values * mask).sum(-1) / jnp.maximum(mask.sum(-1), 1.0)
+    by_string = per_string.sum() / global_sum(jnp.float32(per_string.shape[0]))
     if weighting == "mixed":
-      return 0.5 * (by_token + _average(values, mask))
-    return _average(values, mask)
+      return 0.5 * (by_token + by_string)
+    return by_string
 
   return loss_fn
 
@@ -193,10 +202,6 @@ def make_seed_loss(cell: cells_lib.Cell, head: str, weighting: str = "string") -
 
 def _sets_bce(logits, sets):
   return optax.sigmoid_binary_cross_entropy(logits, sets).sum(-1)
-
-
-def _softmax_xent(logits, target_probs):
-  return optax.softmax_cross_entropy(logits, target_probs)
 
 
 def check_choice(what, value, allowed):

@@ -64,7 +64,7 @@ def get_config(arg: str = ""):
   # Padded lengths are multiples of this: fewer distinct shapes to compile.
   config.pad_multiple = 8
 
-  # The model (seqjax.encdec.Spec fields).
+  # The model (seqjax.models.encdec.Spec fields).
   config.model = ml_collections.ConfigDict()
   # Recurrent cell of encoder and decoder ("gru", "lstm", ...).
   config.model.cell = "gru"

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import decoding
-from seqjax import encdec
 from seqjax import train
+from seqjax.models import encdec
 from seqjax.data import multi30k
 from seqjax.data import text
 
@@ -197,11 +197,15 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     return params
 
   def loss_fn(params, batch, rng):
+    # Dropout masks from each sentence's index in the global batch, not from the device.
+    keys = train.example_keys(rng, batch["src"].shape[0])
     logits, _ = encdec.forward(params, spec, batch["src"], batch["src_lengths"], batch["tgt_in"],
-                               dropout_key=rng)
-    loss, tokens = encdec.loss(logits, batch["tgt_out"], batch["tgt_mask"],
-                               config.label_smoothing)
-    return loss, {"tokens": tokens}
+                               dropout_key=keys)
+    total, tokens = encdec.loss(logits, batch["tgt_out"], batch["tgt_mask"],
+                                config.label_smoothing, reduction="sum")
+    # This device's share of the mean over every target token of the global batch; "tokens"
+    # is a count, totalled over devices.
+    return total / jnp.maximum(train.global_sum(tokens), 1.0), {"tokens": tokens}
 
   def get_batch(step, shard_index, num_shards):
     if clock["train_start"] is None:
@@ -272,4 +276,4 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     return out
 
   return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
-                          results=results)
+                          results=results, loss_reduction="global")

@@ -313,15 +313,25 @@ def token_log_probs(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return -layers.cross_entropy(logits, targets)
 
 
-def loss(logits, targets, mask, label_smoothing: float = 0.0):
-  """Mean cross-entropy over the positions where ``mask`` is True; returns ``(loss, tokens)``.
+def loss(logits, targets, mask, label_smoothing: float = 0.0, reduction: str = "mean"):
+  """Cross-entropy over the positions where ``mask`` is True.
 
   ``layers.masked_cross_entropy``, with label smoothing spread over the tokens the model may emit
   (pad and bos, pinned to a huge negative logit, are left out).
+
+  Args:
+    logits: ``[b, t, v]`` from :func:`forward`; ``targets``: ``[b, t]`` ids; ``mask``: ``[b, t]``.
+    label_smoothing: as in ``layers.cross_entropy``.
+    reduction: ``"mean"`` returns ``(mean over valid tokens, tokens)``; ``"sum"`` returns
+      ``(sum over valid tokens, tokens)``, to be divided by a count summed over devices.
   """
+  if reduction not in ("mean", "sum"):
+    raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}")
   total, tokens = layers.masked_cross_entropy(
       logits, targets, mask=mask, label_smoothing=label_smoothing,
       smooth_over=logits > _NEVER / 2, reduction="sum")
+  if reduction == "sum":
+    return total, tokens
   return total / jnp.maximum(tokens, 1.0), tokens
 
 

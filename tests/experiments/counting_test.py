@@ -212,7 +212,8 @@ def test_runtime_step_trains_every_network_as_if_alone(tmp_path):
   rng = jax.random.PRNGKey(0)
 
   def train_6(exp, params, batch_of):
-    step = jax.jit(train.make_train_step(exp.loss_fn, exp.optimizer, rng))
+    step = jax.jit(train.make_train_step(exp.loss_fn, exp.optimizer, rng,
+                                         loss_reduction=exp.loss_reduction))
     state = train.TrainState(jnp.zeros((), jnp.int32), params, exp.optimizer.init(params))
     losses = []
     for i in range(6):

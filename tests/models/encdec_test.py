@@ -177,6 +177,12 @@ def test_loss_ignores_padding_and_smooths_over_emittable_tokens():
   loss, tokens = encdec.loss(logits, targets, mask, label_smoothing=0.1)
   assert tokens == 3
   np.testing.assert_allclose(loss, np.mean(0.9 * nll + 0.1 * smooth), rtol=1e-5)
+  # The sum over valid tokens, for a count summed over devices before dividing.
+  total, tokens = encdec.loss(logits, targets, mask, label_smoothing=0.1, reduction="sum")
+  assert tokens == 3
+  np.testing.assert_allclose(total, np.sum(0.9 * nll + 0.1 * smooth), rtol=1e-5)
+  with pytest.raises(ValueError, match="reduction must be 'mean' or 'sum'"):
+    encdec.loss(logits, targets, mask, reduction="none")
 
 
 def test_bad_specs_get_clear_errors():

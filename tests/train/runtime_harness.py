@@ -12,13 +12,13 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import orbax.checkpoint as ocp
 
-from seqjax.train import workdir as workdir_lib
+# Shared with the experiments' device tests; re-exported as rh.environment etc.
+from forced_devices import assert_ok, environment, read_metrics  # pylint: disable=unused-import
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "experiments", "adding", "config.py")
@@ -31,22 +31,6 @@ _LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl's log prefix, e.g. "I1122 17:00
 def command(workdir: str, *overrides: str, variant: str = "smoke") -> list[str]:
   return [sys.executable, "-m", "experiments.adding", "--workdir", str(workdir),
           f"--config={CONFIG}:{variant}", *overrides]
-
-
-def environment(devices: int = 1) -> dict[str, str]:
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
-  # This checkout's seqjax, also for scripts run by path (whose own folder heads sys.path).
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
-  # A persistent compilation cache shared by the test runs: the same programs compile once.
-  env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(),
-                                                  f"seqjax-test-jax-cache-{os.getuid()}")
-  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
-    env.pop(name, None)
-  return env
 
 
 def run(workdir, *overrides, devices: int = 1, timeout: float = 180) -> subprocess.CompletedProcess:
@@ -76,20 +60,10 @@ def wait_for_step(workdir, proc: subprocess.Popen, step: int, timeout: float = 1
   raise AssertionError(f"no metrics for step {step} after {timeout}s")
 
 
-def assert_ok(proc) -> None:
-  assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stderr[-3000:]}"
-
-
 def error_lines(stderr: str) -> list[str]:
   """stderr lines that are not absl log lines (nor gloo's connection notes)."""
   return [l for l in stderr.splitlines()
           if l.strip() and not _LOG_LINE.match(l) and not l.startswith("[Gloo]")]
-
-
-def read_metrics(workdir, drop=("steps_per_sec",)) -> list[dict]:
-  """The runtime's own reader, minus the timing fields that differ between runs."""
-  return [{k: v for k, v in record.items() if k not in drop}
-          for record in workdir_lib.read_metrics(str(workdir))]
 
 
 def read_json(workdir, name: str):

@@ -1,0 +1,41 @@
+"""Subprocess runs on forced CPU devices, for the runtime's and the experiments' tests.
+
+JAX fixes the device count when it starts, so a test that compares 1 and 8 devices (or 2
+processes) runs the real entry point in a fresh interpreter with ``XLA_FLAGS`` set, exactly as a
+user would. Imported by ``tests/train/runtime_harness.py`` and ``tests/experiments/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from seqjax.train import workdir as workdir_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def environment(devices: int = 1) -> dict[str, str]:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  # This checkout's seqjax, also for scripts run by path (whose own folder heads sys.path).
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
+  # A persistent compilation cache shared by the test runs: the same programs compile once.
+  env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(tempfile.gettempdir(),
+                                                  f"seqjax-test-jax-cache-{os.getuid()}")
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    env.pop(name, None)
+  return env
+
+
+def assert_ok(proc) -> None:
+  assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stderr[-3000:]}"
+
+
+def read_metrics(workdir, drop=("steps_per_sec",)) -> list[dict]:
+  """The runtime's own reader, minus the timing fields that differ between runs."""
+  return [{k: v for k, v in record.items() if k not in drop}
+          for record in workdir_lib.read_metrics(str(workdir))]
