@@ -145,16 +145,7 @@ def test_two_processes_match_one_process(runs, tmp_path):
        f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
       cwd=rh.REPO, env=_environment(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True) for i in range(2)]
-  outputs = []
-  for proc in procs:
-    try:
-      outputs.append(proc.communicate(timeout=300))
-    except subprocess.TimeoutExpired:
-      for p in procs:
-        p.kill()
-      raise
-  for proc, (_, stderr) in zip(procs, outputs):
-    assert proc.returncode == 0, stderr[-3000:]
+  outputs = rh.finish_all(procs, timeout=300)
   assert "process 1/2, 2 local cpu devices of 4 global" in outputs[1][1]
   # then the 4 slices (global device positions 0..3) train as the single device does.
   assert_runs_agree(tmp_path, runs["global_1"])

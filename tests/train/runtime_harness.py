@@ -103,3 +103,18 @@ def free_port() -> int:
   with socket.socket() as s:
     s.bind(("localhost", 0))
     return s.getsockname()[1]
+
+
+def finish_all(procs: list[subprocess.Popen], timeout: float) -> list[tuple[str, str]]:
+  """Waits for every process (killing all if one hangs), asserts each exited 0, returns outputs."""
+  outputs = []
+  for proc in procs:
+    try:
+      outputs.append(proc.communicate(timeout=timeout))
+    except subprocess.TimeoutExpired:
+      for p in procs:
+        p.kill()
+      raise
+  for proc, (_, stderr) in zip(procs, outputs):
+    assert proc.returncode == 0, stderr[-3000:]
+  return outputs

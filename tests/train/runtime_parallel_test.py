@@ -8,7 +8,6 @@ at 1e-4 relative, at every logged step.
 
 from __future__ import annotations
 
-import subprocess
 
 import numpy as np
 import pytest
@@ -66,16 +65,7 @@ def test_two_processes_on_localhost_match_one_process(one_device, tmp_path):
   procs = [rh.start(tmp_path, extra_args=[f"--coordinator_address=localhost:{port}",
                                           "--num_processes=2", f"--process_id={i}"])
            for i in range(2)]
-  outputs = []
-  for proc in procs:
-    try:
-      outputs.append(proc.communicate(timeout=240))
-    except subprocess.TimeoutExpired:
-      for p in procs:
-        p.kill()
-      raise
-  for proc, (_, stderr) in zip(procs, outputs):
-    assert proc.returncode == 0, stderr[-3000:]
+  outputs = rh.finish_all(procs, timeout=240)
   assert "process 1/2, 1 local cpu devices of 2 global" in outputs[1][1]
   # Then only process 0 logged (no duplicated records), and the numbers equal one process's.
   assert_same_numbers(tmp_path, one_device)
