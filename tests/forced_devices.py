@@ -8,6 +8,8 @@ user would. Imported by ``tests/train/runtime_harness.py`` and ``tests/experimen
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 
 from seqjax.train import workdir as workdir_lib
@@ -29,6 +31,21 @@ def environment(devices: int = 1) -> dict[str, str]:
   for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     env.pop(name, None)
   return env
+
+
+def run_experiment(name: str, workdir, *overrides: str, variant: str = "smoke",
+                   devices: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
+  """``python -m experiments.<name> --workdir=W --config=<its config.py>:<variant> ...``.
+
+  Runs from the checkout with :func:`environment` (``devices`` forced CPU devices, the shared
+  compilation cache); returns the finished process without checking its exit status.
+  """
+  config = os.path.join(REPO, "experiments", name, "config.py")
+  return subprocess.run(
+      [sys.executable, "-m", f"experiments.{name}", f"--workdir={workdir}",
+       f"--config={config}:{variant}", *overrides],
+      cwd=REPO, env=environment(devices), capture_output=True, text=True, timeout=timeout,
+      check=False)
 
 
 def assert_ok(proc) -> None:

@@ -1,24 +1,19 @@
 """``python -m experiments.adding`` end to end on the smoke variant: results.json's numbers."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments.adding import experiment
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import forced_devices
+
 
 
 def test_smoke_run_reports_its_eval_numbers(tmp_path):
   workdir = tmp_path / "adding"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.adding", f"--workdir={workdir}",
-       f"--config={ROOT}/experiments/adding/config.py:smoke"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  proc = forced_devices.run_experiment("adding", workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((workdir / "results.json").read_text())
   config = json.loads((workdir / "config.json").read_text())

@@ -1,21 +1,16 @@
 """``python -m experiments.counting`` end to end on the smoke variant: results.json and plots."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import forced_devices
+
 
 
 def test_smoke_run_writes_results_and_plots(tmp_path):
   workdir = tmp_path / "counting"
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.counting", f"--workdir={workdir}",
-       f"--config={ROOT}/experiments/counting/config.py:smoke"],
-      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  proc = forced_devices.run_experiment("counting", workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"workdir: {workdir}" in proc.stdout
   assert f"results: {workdir / 'results.json'}" in proc.stdout

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -45,13 +43,9 @@ OVERRIDES = {
 
 
 def _train(experiment: str, workdir, devices: int, *extra: str):
-  config = os.path.join(forced_devices.REPO, "experiments", experiment, "config.py")
-  proc = subprocess.run(
-      [sys.executable, "-m", f"experiments.{experiment}", f"--workdir={workdir}",
-       f"--config={config}:smoke", f"--config.num_devices={devices}", *COMMON,
-       *OVERRIDES[experiment], *extra],
-      cwd=forced_devices.REPO, env=forced_devices.environment(8), capture_output=True,
-      text=True, timeout=900, check=False)
+  proc = forced_devices.run_experiment(
+      experiment, workdir, f"--config.num_devices={devices}", *COMMON, *OVERRIDES[experiment],
+      *extra, devices=8, timeout=900)
   forced_devices.assert_ok(proc)
   with open(os.path.join(str(workdir), "config.json")) as f:
     assert json.load(f)["num_devices"] == devices

@@ -3,16 +3,13 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import sacrebleu
 
+import forced_devices
 import multi30k_slice
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(ROOT, "experiments", "translate", "config.py")
 _lines = multi30k_slice.lines
 
 
@@ -22,10 +19,7 @@ def raw_folder(tmp_path_factory):
 
 
 def _run(workdir, *overrides, timeout=600):
-  return subprocess.run(
-      [sys.executable, "-m", "experiments.translate", f"--workdir={workdir}",
-       f"--config={CONFIG}:smoke", *overrides],
-      cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+  return forced_devices.run_experiment("translate", workdir, *overrides, timeout=timeout)
 
 
 def test_smoke_variant_end_to_end(raw_folder, tmp_path):
