@@ -18,14 +18,27 @@ import jax
 from absl import logging
 
 
-def _under_cluster_manager() -> bool:
-  """True when SLURM (with several tasks) or a multi-worker Cloud TPU launched this process."""
+def _env_int(name: str, default: str | None = None) -> int | None:
+  """The integer environment variable ``name``; a ValueError naming it if it is not one."""
+  value = os.environ.get(name, default)
+  if value is None:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def _cluster_manager() -> str | None:
+  """What says a cluster manager launched this process (for messages), or None."""
   if os.environ.get("SEQJAX_DISTRIBUTED", "") == "auto":
-    return True
-  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ:
-    return True
-  hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
-  return len([h for h in hosts.split(",") if h]) > 1
+    return "SEQJAX_DISTRIBUTED=auto"
+  if _env_int("SLURM_NTASKS", "1") > 1 and "SLURM_PROCID" in os.environ:
+    return f"SLURM started {os.environ['SLURM_NTASKS']} tasks (SLURM_NTASKS)"
+  hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]
+  if len(hosts) > 1:
+    return f"TPU_WORKER_HOSTNAMES lists {len(hosts)} TPU workers"
+  return None
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -36,9 +49,9 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   """
   coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
   if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
-    num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+    num_processes = _env_int("JAX_NUM_PROCESSES")
   if process_id is None and os.environ.get("JAX_PROCESS_ID"):
-    process_id = int(os.environ["JAX_PROCESS_ID"])
+    process_id = _env_int("JAX_PROCESS_ID")
   explicit = (coordinator_address, num_processes, process_id)
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
@@ -52,9 +65,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     _use_cpu_collectives()
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
-  elif _under_cluster_manager():
+  elif (manager := _cluster_manager()) is not None:
     _use_cpu_collectives()
-    jax.distributed.initialize()  # JAX reads SLURM / TPU metadata itself.
+    try:
+      jax.distributed.initialize()  # JAX reads SLURM / TPU metadata itself.
+    except ValueError as e:  # JAX found too little in the environment; say what sent us there.
+      raise ValueError(f"{manager}, but jax.distributed could not derive the coordinator, process "
+                       f"count and process id ({e}); pass --coordinator_address, "
+                       "--num_processes and --process_id") from None
   else:
     return
   logging.info("process %d of %d connected", jax.process_index(), jax.process_count())
