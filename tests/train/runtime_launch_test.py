@@ -1,8 +1,10 @@
-"""launch/: a sweep expands into runs (run 2 at a time, or as a SLURM array); local.sh runs one."""
+"""launch/: a sweep expands into runs (2 at a time, or a SLURM array) and a rerun finishes only the
+unfinished ones; local.sh runs one."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -17,9 +19,16 @@ def sweep(*args):
                         capture_output=True, text=True, timeout=240, check=False)
 
 
-def test_sweep_runs_every_point_two_at_a_time(tmp_path):
-  proc = sweep(SMOKE, "--root", str(tmp_path), "--parallel", "2", "--",
-               "--config.num_steps=10", "--config.eval_every=10")
+def files_with_mtimes(directory) -> dict[str, int]:
+  return {os.path.relpath(os.path.join(d, f), directory): os.stat(os.path.join(d, f)).st_mtime_ns
+          for d, _, fs in os.walk(directory) for f in fs}
+
+
+def test_sweep_runs_every_point_two_at_a_time_and_a_rerun_finishes_the_rest(tmp_path):
+  # 10 steps with a checkpoint at 5: a run can be left half done.
+  args = ("--root", str(tmp_path), "--parallel", "2", "--", "--config.num_steps=10",
+          "--config.eval_every=10", "--config.checkpoint_every=5")
+  proc = sweep(SMOKE, *args)
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert "2 of 2 runs succeeded" in proc.stdout
   for cell in ("irnn", "lstm"):  # get_sweep("smoke") of adding/config.py.
@@ -28,6 +37,24 @@ def test_sweep_runs_every_point_two_at_a_time(tmp_path):
     assert config["cell"] == cell and config["num_steps"] == 10
     assert rh.read_json(workdir, "results.json")["cell"] == cell
     assert (tmp_path / f"cell={cell}.log").exists()
+  # Given the lstm run left as a kill between its checkpoints at 5 and 10 leaves it,
+  done, half = tmp_path / "cell=irnn", tmp_path / "cell=lstm"
+  results, metrics = rh.read_json(half, "results.json"), rh.read_metrics(half)
+  os.remove(half / "results.json")
+  shutil.rmtree(half / "checkpoints" / "10")
+  done_metrics = (done / "metrics.jsonl").read_bytes()
+  done_checkpoints = files_with_mtimes(done / "checkpoints")
+  # When the same sweep runs again,
+  proc = sweep(SMOKE, *args)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  # then the finished run is not trained again (its training rates in metrics.jsonl would
+  # change, and its checkpoints be rewritten),
+  assert (done / "metrics.jsonl").read_bytes() == done_metrics
+  assert files_with_mtimes(done / "checkpoints") == done_checkpoints
+  # and the unfinished one resumes from step 5 and ends as it first did.
+  assert rh.checkpoint_steps(half) == [5, 10]
+  assert rh.read_metrics(half) == metrics
+  assert rh.read_json(half, "results.json") == results
 
 
 def test_sweep_writes_a_slurm_array_of_the_same_commands(tmp_path):
