@@ -31,7 +31,8 @@ TPU_WORKER_3_OF_4 = {"TPU_WORKER_HOSTNAMES": "tpu-0,tpu-1,tpu-2,tpu-3", "TPU_WOR
 def connect(monkeypatch):
   """Clears the cluster variables; returns the list of (coordinator, count, id) handed to JAX."""
   for name in list(os.environ):
-    if name.startswith(("SLURM_", "TPU_", "MEGASCALE_", "OMPI_", "JAX_", "SEQJAX_")):
+    if name.startswith(("SLURM_", "TPU_", "MEGASCALE_", "OMPI_", "SEQJAX_")) or name in (
+        "JAX_COORDINATOR_ADDRESS", "JAX_COORDINATOR_PORT", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
       monkeypatch.delenv(name)
   calls = []
 
@@ -93,7 +94,8 @@ def test_a_single_slurm_process_initialises_nothing(connect, monkeypatch, overri
   assert connect == []
 
 
-def test_tpu_workers_connect_to_worker_0(connect, monkeypatch, tpu_vm):  # pylint: disable=unused-argument
+@pytest.mark.usefixtures("tpu_vm")
+def test_tpu_workers_connect_to_worker_0(connect, monkeypatch):
   # Given worker 3 of four TPU hosts, when it initialises, then it is process 3 of 4 with the
   # first worker as coordinator (on JAX's fixed TPU port 8482).
   for name, value in TPU_WORKER_3_OF_4.items():
@@ -102,7 +104,8 @@ def test_tpu_workers_connect_to_worker_0(connect, monkeypatch, tpu_vm):  # pylin
   assert connect == [("tpu-0:8482", 4, 3)]
 
 
-def test_one_tpu_host_initialises_nothing(connect, monkeypatch, tpu_vm):  # pylint: disable=unused-argument
+@pytest.mark.usefixtures("tpu_vm")
+def test_one_tpu_host_initialises_nothing(connect, monkeypatch):
   # A single-host TPU VM (a trailing comma is not a second worker) runs alone.
   monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "tpu-0,")
   monkeypatch.setenv("TPU_WORKER_ID", "0")
@@ -110,7 +113,8 @@ def test_one_tpu_host_initialises_nothing(connect, monkeypatch, tpu_vm):  # pyli
   assert connect == []
 
 
-def test_tpu_pod_script_hands_over_to_jax(connect, monkeypatch, tpu_vm):  # pylint: disable=unused-argument
+@pytest.mark.usefixtures("tpu_vm")
+def test_tpu_pod_script_hands_over_to_jax(connect, monkeypatch):
   # Given worker 1 of a two-host TPU VM slice, whose topology is only in the metadata server,
   # a plain start runs alone; launch/tpu_pod.sh's SEQJAX_DISTRIBUTED=auto makes it ask JAX,
   # which finds process 1 of 2 with the first worker as coordinator.

@@ -9,7 +9,6 @@ which a signal sent from outside to a subprocess cannot guarantee.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import struct
@@ -79,8 +78,9 @@ def entry_point(capsys):
                         coordinator_address=value(value=None), num_processes=value(value=None),
                         process_id=value(value=None))
     capsys.readouterr()
+    run_entry_point = cli._run  # pylint: disable=protected-access
     with pytest.raises(SystemExit) as stopped:
-      cli._run(lambda c, w: make_experiment(c, w, on_batch), handles, ["prog"])  # pylint: disable=protected-access
+      run_entry_point(lambda c, w: make_experiment(c, w, on_batch), handles, ["prog"])
     return stopped.value.code, rh.error_lines(capsys.readouterr().err)
   return run
 
