@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 
+import jax
 import numpy as np
 import pytest
 
@@ -42,10 +43,11 @@ def assert_same_run(workdir, reference, where: str = "") -> None:
     got, want = rh.load_state(workdir, step), rh.load_state(reference, step)
     assert sorted(got) == ["opt_state", "params", "step"], where
     for part in ("params", "opt_state"):
-      try:
-        rh.assert_trees_equal(got[part], want[part])
-      except AssertionError as e:
-        raise AssertionError(f"{part} at step {step} differs; {where}\n{e}") from None
+      leaves, tree = jax.tree_util.tree_flatten_with_path(got[part])
+      assert tree == jax.tree.structure(want[part]), where
+      for (path, leaf), expected in zip(leaves, jax.tree.leaves(want[part])):
+        np.testing.assert_array_equal(
+            leaf, expected, err_msg=f"{part}{jax.tree_util.keystr(path)} at step {step}; {where}")
   assert rh.read_metrics(workdir) == rh.read_metrics(reference), where
   assert rh.read_json(workdir, "results.json") == rh.read_json(reference, "results.json"), where
 
