@@ -68,7 +68,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
 
 def get_batch_of_step(config, step: int) -> dict[str, np.ndarray]:
-  """The global batch of ``step`` (-1: the evaluation batch): ``tokens, targets: [b, t]``, ``lengths: [b]``."""
+  """The global batch of ``step`` (-1: the evaluation batch).
+
+  ``tokens, targets: [b, t]`` int32 and ``lengths: [b]`` int32 in ``1..t``.
+  """
   rng = np.random.default_rng((config.seed, step + 1))
   b, t = config.batch_size, config.seq_len
   tokens = rng.integers(0, config.vocab, size=(b, t)).astype(np.int32)

@@ -23,7 +23,7 @@ import runtime_harness as rh
 
 TASK = rh.LSTM_TASK
 FINAL = 60  # lstm_task's num_steps; a checkpoint every 10 steps, evaluations at 30 and 60.
-KILL_SEED = 7  # Picks the step of the SIGKILL; printed with every failure of that test.
+KILL_SEED = 1  # Picks the step of the SIGKILL; printed with every failure of that test.
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_reference_run_writes_the_workdir_contract(reference):
 def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(reference, tmp_path):
   # Given a run killed with SIGKILL at a step drawn at random, after its first checkpoint
   # (the step is seeded, so a failure reproduces),
-  target = int(np.random.default_rng(KILL_SEED).integers(21, 45))
+  target = int(np.random.default_rng(KILL_SEED).integers(20, 37))
   proc = rh.start(tmp_path, task=TASK)
   rh.wait_for_step(tmp_path, proc, target)
   proc.send_signal(signal.SIGKILL)
@@ -108,7 +108,7 @@ def test_sigkill_at_a_random_step_then_resume_matches_uninterrupted(reference, t
 
 
 def _stop_with(workdir, sig: signal.Signals, after_step: int) -> int:
-  """Starts the task, sends ``sig`` once ``after_step`` is logged; returns the step it stopped at."""
+  """Starts the task and sends ``sig`` once ``after_step`` is logged; returns the stop step."""
   proc = rh.start(workdir, task=TASK)
   rh.wait_for_step(workdir, proc, after_step)
   proc.send_signal(sig)
