@@ -33,6 +33,12 @@ def environment(devices: int = 1) -> dict[str, str]:
   return env
 
 
+def _command(name: str, workdir, overrides, variant: str) -> list[str]:
+  config = os.path.join(REPO, "experiments", name, "config.py")
+  return [sys.executable, "-m", f"experiments.{name}", f"--workdir={workdir}",
+          f"--config={config}:{variant}", *overrides]
+
+
 def run_experiment(name: str, workdir, *overrides: str, variant: str = "smoke",
                    devices: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
   """``python -m experiments.<name> --workdir=W --config=<its config.py>:<variant> ...``.
@@ -40,12 +46,17 @@ def run_experiment(name: str, workdir, *overrides: str, variant: str = "smoke",
   Runs from the checkout with :func:`environment` (``devices`` forced CPU devices, the shared
   compilation cache); returns the finished process without checking its exit status.
   """
-  config = os.path.join(REPO, "experiments", name, "config.py")
-  return subprocess.run(
-      [sys.executable, "-m", f"experiments.{name}", f"--workdir={workdir}",
-       f"--config={config}:{variant}", *overrides],
-      cwd=REPO, env=environment(devices), capture_output=True, text=True, timeout=timeout,
-      check=False)
+  return subprocess.run(_command(name, workdir, overrides, variant), cwd=REPO,
+                        env=environment(devices), capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def start_experiment(name: str, workdir, *overrides: str, variant: str = "smoke",
+                     devices: int = 1) -> subprocess.Popen:
+  """:func:`run_experiment` without waiting: the running process (stdout, stderr piped)."""
+  return subprocess.Popen(_command(name, workdir, overrides, variant), cwd=REPO,
+                          env=environment(devices), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
 
 
 def assert_ok(proc) -> None:

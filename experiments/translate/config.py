@@ -160,7 +160,8 @@ def get_config(arg: str = ""):
     config.num_steps = 30
     config.log_every = 10
     config.eval_every = 15
-    config.checkpoint_every = 15
+    # Checkpoints mid-run, so the resume test can kill the run between two of them.
+    config.checkpoint_every = 5
     config.eval_batch_size = 40
     config.max_decode_len = 20
     config.beam_size = 3

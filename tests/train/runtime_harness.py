@@ -1,4 +1,5 @@
-"""Helpers of the runtime tests: run ``experiments.adding`` in a subprocess and read its workdir.
+"""Helpers of the runtime tests: run ``experiments.adding`` (or a test task) in a subprocess and
+read its workdir.
 
 Signals, device counts (``XLA_FLAGS``) and multi-process runs all need a fresh interpreter, so
 the runtime tests drive the real entry point exactly as a user would.
@@ -25,22 +26,30 @@ CONFIG = os.path.join(REPO, "experiments", "adding", "config.py")
 # The smoke variant, long enough that a test can interrupt it mid-run.
 LONG = ("--config.num_steps=200", "--config.log_every=5", "--config.checkpoint_every=20",
         "--config.eval_every=50", "--config.keep_checkpoints=2")
+# A test task run by path (its config is the script itself): Adam, a warm-up + cosine schedule,
+# dropout, ragged strings and the fused LSTM (see the script's docstring).
+LSTM_TASK = os.path.join(REPO, "tests", "train", "lstm_task.py")
 _LOG_LINE = re.compile(r"^[IWEF]\d{4} ")  # absl's log prefix, e.g. "I1122 17:00:53.03 ...".
 
 
-def command(workdir: str, *overrides: str, variant: str = "smoke") -> list[str]:
+def command(workdir: str, *overrides: str, variant: str = "smoke", task: str = "") -> list[str]:
+  """The smoke adding experiment's command line, or with ``task`` that script's (e.g. LSTM_TASK)."""
+  if task:
+    return [sys.executable, task, "--workdir", str(workdir), f"--config={task}", *overrides]
   return [sys.executable, "-m", "experiments.adding", "--workdir", str(workdir),
           f"--config={CONFIG}:{variant}", *overrides]
 
 
-def run(workdir, *overrides, devices: int = 1, timeout: float = 180) -> subprocess.CompletedProcess:
-  """Runs the smoke adding experiment to completion (or failure); returns the finished process."""
-  return subprocess.run(command(workdir, *overrides), cwd=REPO, env=environment(devices),
-                        capture_output=True, text=True, timeout=timeout, check=False)
+def run(workdir, *overrides, devices: int = 1, timeout: float = 180,
+        task: str = "") -> subprocess.CompletedProcess:
+  """Runs the smoke adding experiment (or ``task``) to the end; returns the finished process."""
+  return subprocess.run(command(workdir, *overrides, task=task), cwd=REPO,
+                        env=environment(devices), capture_output=True, text=True,
+                        timeout=timeout, check=False)
 
 
-def start(workdir, *overrides, extra_args=(), devices: int = 1) -> subprocess.Popen:
-  return subprocess.Popen(command(workdir, *overrides) + list(extra_args), cwd=REPO,
+def start(workdir, *overrides, extra_args=(), devices: int = 1, task: str = "") -> subprocess.Popen:
+  return subprocess.Popen(command(workdir, *overrides, task=task) + list(extra_args), cwd=REPO,
                           env=environment(devices), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
@@ -56,7 +65,7 @@ def wait_for_step(workdir, proc: subprocess.Popen, step: int, timeout: float = 1
     steps = [r["step"] for r in read_metrics(workdir)]
     if steps and max(steps) >= step:
       return max(steps)
-    time.sleep(0.005)
+    time.sleep(0.05)  # Finer polling only takes CPU from the run it waits for.
   raise AssertionError(f"no metrics for step {step} after {timeout}s")
 
 
