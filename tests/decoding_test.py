@@ -111,29 +111,38 @@ def test_beam_width_one_is_greedy(alpha):
   np.testing.assert_allclose(beam.log_probs[:, 0], greedy.log_probs, rtol=1e-5)
 
 
-def _brute_force_best(log_prob, vocab, max_len, alpha):
-  """Best (score, tokens) over every sequence of at most max_len tokens, by enumeration.
+def _sequence_score(log_prob, seq, alpha):
+  """``log p(seq)`` over the length penalty; ``log_prob(prefix, token)`` with ``prefix`` a tuple."""
+  lp = sum(float(log_prob(tuple(seq[:t]), token)) for t, token in enumerate(seq))
+  return lp / ((5 + len(seq)) / 6) ** alpha
 
-  ``log_prob(prefix, token)``: the model's log-probability of ``token`` after ``prefix`` (a tuple).
-  """
+
+def _all_sequences(vocab, max_len):
+  """Every output of at most max_len tokens: ended by ``eos``, or cut off at max_len."""
   words = [w for w in range(vocab) if w not in (PAD, BOS, EOS)]
-  best = (-np.inf, None)
   for n in range(1, max_len + 1):
-    for body in itertools.product(words, repeat=n):
-      for ended in (True, False):
-        seq = list(body[:-1]) + [EOS] if ended else list(body)
-        if not ended and n < max_len:
-          continue  # unfinished hypotheses only exist at max_len
-        lp = sum(float(log_prob(tuple(seq[:t]), token)) for t, token in enumerate(seq))
-        score = lp / ((5 + len(seq)) / 6) ** alpha
-        if score > best[0]:
-          best = (score, seq)
-  return best
+    for body in itertools.product(words, repeat=n - 1):
+      yield list(body) + [EOS]
+  yield from (list(body) for body in itertools.product(words, repeat=max_len))
+
+
+def _brute_force_best(log_prob, vocab, max_len, alpha):
+  """Best (score, tokens) over every sequence of at most max_len tokens, by enumeration."""
+  return max((_sequence_score(log_prob, seq, alpha), seq)
+             for seq in _all_sequences(vocab, max_len))
+
+
+def _history_code(prefix, vocab):
+  """The tokens fed for ``prefix`` (``bos`` first) written as one number in base ``vocab``."""
+  code = 0
+  for fed in (BOS,) + tuple(prefix):
+    code = code * vocab + fed
+  return code
 
 
 def _history_model(table, vocab):
-  """A model whose state is the whole history: ``table[row, code, token]`` with ``code`` the
-  tokens fed so far (``bos`` first) written in base ``vocab``.
+  """A model whose state is the whole history: it reads ``table[row, code, token]`` with ``code``
+  the :func:`_history_code` of the tokens fed so far.
 
   Two beams that end in the same token see different distributions, so a beam search that
   reorders its beams without reordering their states scores the wrong prefixes.
@@ -149,10 +158,7 @@ def _history_model(table, vocab):
     return {"row": rows, "code": jnp.zeros_like(rows)}
 
   def log_prob(row, prefix, token):
-    code = 0
-    for fed in (BOS,) + prefix:
-      code = code * vocab + fed
-    return table[row, code, token]
+    return table[row, _history_code(prefix, vocab), token]
 
   return step_fn, init_state, log_prob
 
@@ -176,11 +182,18 @@ def test_wide_beam_finds_the_brute_force_optimum(alpha):
   out = decoding.beam_search(step_fn, init_state(np.arange(4)), beam_size=16, max_len=3,
                              bos_id=BOS, eos_id=EOS, alpha=alpha)
   for row in range(4):
-    score, seq = _brute_force_best(functools.partial(log_prob, row), 5, 3, alpha)
+    row_log_prob = functools.partial(log_prob, row)
+    score, seq = _brute_force_best(row_log_prob, 5, 3, alpha)
     np.testing.assert_allclose(out.scores[row, 0], score, rtol=1e-5)
     np.testing.assert_array_equal(out.tokens[row, 0, :len(seq)], seq)
     assert out.lengths[row, 0] == len(seq)
     assert np.all(np.diff(np.asarray(out.scores[row])) <= 1e-6)  # sorted best first
+    # All 15 outputs come back (the 16th holds impossible tokens), each scored as its tokens are.
+    found = [np.asarray(out.tokens[row, k, :out.lengths[row, k]]).tolist() for k in range(15)]
+    assert sorted(found) == sorted(_all_sequences(5, 3)) and out.scores[row, 15] < -1e8
+    np.testing.assert_allclose(out.scores[row, :15],
+                               [_sequence_score(row_log_prob, seq, alpha) for seq in found],
+                               rtol=1e-5)
 
 
 def test_best_sequence_needs_the_beams_reordered_with_their_states():
@@ -194,11 +207,8 @@ def test_best_sequence_needs_the_beams_reordered_with_their_states():
                  (B, A): {EOS: 1.0}, (A, A): {A: 0.45, B: 0.35, EOS: 0.2}}
   table = np.full((1, vocab ** 3, vocab), IMPOSSIBLE, np.float32)
   for prefix, row in transitions.items():
-    code = 0
-    for fed in (BOS,) + prefix:
-      code = code * vocab + fed
     for token, p in row.items():
-      table[0, code, token] = math.log(p)
+      table[0, _history_code(prefix, vocab), token] = math.log(p)
   step_fn, init_state, log_prob = _history_model(table, vocab)
   state = init_state([0])
 
