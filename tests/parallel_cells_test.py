@@ -4,16 +4,17 @@ Needed?" (arXiv:2410.01201), and not from seqjax's own coefficients.
 What seqjax implements, in the paper's terms (h~ is the candidate state, g the paper's
 ``g(x) = x + 0.5 if x >= 0 else sigmoid(x)``):
 
-* minGRU (section 3.1, after its steps 1 and 2): ``z_t = sigmoid(Linear_z(x_t))``,
-  ``h~_t = g(Linear_h(x_t))`` and ``h_t = (1 - z_t) * h_{t-1} + z_t * h~_t``;
-* minLSTM (section 3.2, after its steps 1 to 3, with the normalised gates of step 3):
-  ``f_t = sigmoid(Linear_f(x_t))``, ``i_t = sigmoid(Linear_i(x_t))``,
+* minGRU (the paper's minGRU after its two steps: gates read x_t alone, no tanh on the
+  candidate): ``z_t = sigmoid(Linear_z(x_t))``, ``h~_t = g(Linear_h(x_t))`` and
+  ``h_t = (1 - z_t) * h_{t-1} + z_t * h~_t``;
+* minLSTM (after its three steps, the third normalising the gates so the state's scale does not
+  grow with time): ``f_t = sigmoid(Linear_f(x_t))``, ``i_t = sigmoid(Linear_i(x_t))``,
   ``f'_t = f_t / (f_t + i_t)``, ``i'_t = i_t / (f_t + i_t)``, ``h~_t = g(Linear_h(x_t))`` and
   ``h_t = f'_t * h_{t-1} + i'_t * h~_t``.
 
-The candidate goes through g as in the paper's log-space variant (its appendix), which keeps h~
-positive; the scan itself runs on ``h_t = a_t h_{t-1} + u_t`` in linear space, so any initial state
-``h_0`` is allowed (the log-space code needs a positive one). The linear maps are one ``w_ih``
+The candidate goes through g as in the paper's log-space variant, which keeps h~ positive; the
+scan itself runs on ``h_t = a_t h_{t-1} + u_t`` in linear space, so any initial state ``h_0`` is
+allowed (the log-space code needs a positive one). The linear maps are one ``w_ih``
 with the blocks ``[z, h~]`` or ``[f, i, h~]``. Lengths and ``reverse`` are seqjax's: past an
 example's length the state stops and the output is zero; ``reverse`` runs each valid prefix
 backwards.
