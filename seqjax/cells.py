@@ -287,7 +287,7 @@ def linear_recurrence_coefficients(name: str, gx: jax.Array):
 def min_rnn_step(name: str, carry: jax.Array, gx_t: jax.Array):
   """Sequential step of minGRU / minLSTM: ``carry: [b, h]`` -> ``(h_t, h_t)``."""
   a, u = linear_recurrence_coefficients(name, gx_t)
-  h = (a * carry.astype(jnp.float32) + u).astype(carry.dtype)
+  h = (a * carry.astype(compute_dtype(a.dtype, carry.dtype)) + u).astype(carry.dtype)
   return h, h
 
 

@@ -94,7 +94,8 @@ def _parallel_unroll(cell, gx, lengths, h0):
     return a_l * a_r, a_r * u_l + u_r
 
   a_cum, u_cum = jax.lax.associative_scan(combine, (a, u), axis=1)
-  hs = (a_cum * h0.astype(jnp.float32)[:, None, :] + u_cum).astype(h0.dtype)
+  h0_wide = h0.astype(cells_lib.compute_dtype(a_cum.dtype, h0.dtype))
+  hs = (a_cum * h0_wide[:, None, :] + u_cum).astype(h0.dtype)
   carry = hs[:, -1] if gx.shape[1] else h0
   if lengths is not None:
     hs = jnp.where(mask, hs, jnp.zeros_like(hs))

@@ -1,5 +1,6 @@
 """Greedy, beam search and sampling on hand-built models whose answers are known."""
 
+import functools
 import itertools
 import math
 
@@ -110,40 +111,120 @@ def test_beam_width_one_is_greedy(alpha):
   np.testing.assert_allclose(beam.log_probs[:, 0], greedy.log_probs, rtol=1e-5)
 
 
-def _brute_force_best(table, max_len, alpha):
-  """Best (score, tokens) over every sequence of at most max_len tokens, by enumeration."""
-  vocab = table.shape[-1]
+def _sequence_score(log_prob, seq, alpha):
+  """``log p(seq)`` over the length penalty; ``log_prob(prefix, token)`` with ``prefix`` a tuple."""
+  lp = sum(float(log_prob(tuple(seq[:t]), token)) for t, token in enumerate(seq))
+  return lp / ((5 + len(seq)) / 6) ** alpha
+
+
+def _all_sequences(vocab, max_len):
+  """Every output of at most max_len tokens: ended by ``eos``, or cut off at max_len."""
   words = [w for w in range(vocab) if w not in (PAD, BOS, EOS)]
-  best = (-np.inf, None)
   for n in range(1, max_len + 1):
-    for body in itertools.product(words, repeat=n):
-      for ended in (True, False):
-        seq = list(body[:-1]) + [EOS] if ended else list(body)
-        if not ended and n < max_len:
-          continue  # unfinished hypotheses only exist at max_len
-        prev, lp = BOS, 0.0
-        for t, token in enumerate(seq):
-          lp += float(table[t, prev, token])
-          prev = token
-        score = lp / ((5 + len(seq)) / 6) ** alpha
-        if score > best[0]:
-          best = (score, seq)
-  return best
+    for body in itertools.product(words, repeat=n - 1):
+      yield list(body) + [EOS]
+  yield from (list(body) for body in itertools.product(words, repeat=max_len))
+
+
+def _brute_force_best(log_prob, vocab, max_len, alpha):
+  """Best (score, tokens) over every sequence of at most max_len tokens, by enumeration."""
+  return max((_sequence_score(log_prob, seq, alpha), seq)
+             for seq in _all_sequences(vocab, max_len))
+
+
+def _history_code(prefix, vocab):
+  """The tokens fed for ``prefix`` (``bos`` first) written as one number in base ``vocab``."""
+  code = 0
+  for fed in (BOS,) + tuple(prefix):
+    code = code * vocab + fed
+  return code
+
+
+def _history_model(table, vocab):
+  """A model whose state is the whole history: it reads ``table[row, code, token]`` with ``code``
+  the :func:`_history_code` of the tokens fed so far.
+
+  Two beams that end in the same token see different distributions, so a beam search that
+  reorders its beams without reordering their states scores the wrong prefixes.
+  """
+  table = jnp.asarray(table, jnp.float32)
+
+  def step_fn(state, tokens):
+    code = state["code"] * vocab + tokens
+    return {"row": state["row"], "code": code}, table[state["row"], code]
+
+  def init_state(rows):
+    rows = jnp.asarray(rows, jnp.int32)
+    return {"row": rows, "code": jnp.zeros_like(rows)}
+
+  def log_prob(row, prefix, token):
+    return table[row, _history_code(prefix, vocab), token]
+
+  return step_fn, init_state, log_prob
+
+
+def _random_history_tables(rows, max_len, vocab, seed, eos_bias=0.0):
+  """``[rows, vocab ** max_len, vocab]`` random next-token log-probs, one per history code."""
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=(rows, vocab ** max_len, vocab)) * 2.0
+  logits[..., EOS] += eos_bias
+  logits[..., [PAD, BOS]] = -np.inf
+  table = logits - np.log(np.sum(np.exp(logits), axis=-1, keepdims=True))
+  return np.where(np.isfinite(table), table, IMPOSSIBLE).astype(np.float32)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_wide_beam_finds_the_brute_force_optimum(alpha):
-  # Two words and three steps: 16 beams hold every prefix, so the search is exhaustive.
-  tables = _random_tables(4, 3, 5, seed=1, eos_bias=0.5)
-  step_fn, init_state = _table_model(tables)
+  # Given: a model whose every history has its own distribution. Two words and three steps:
+  # 16 beams hold every prefix, so the search is exhaustive, and it reorders its beams often.
+  tables = _random_history_tables(4, 3, 5, seed=1, eos_bias=0.5)
+  step_fn, init_state, log_prob = _history_model(tables, 5)
   out = decoding.beam_search(step_fn, init_state(np.arange(4)), beam_size=16, max_len=3,
                              bos_id=BOS, eos_id=EOS, alpha=alpha)
   for row in range(4):
-    score, seq = _brute_force_best(tables[row], 3, alpha)
+    row_log_prob = functools.partial(log_prob, row)
+    score, seq = _brute_force_best(row_log_prob, 5, 3, alpha)
     np.testing.assert_allclose(out.scores[row, 0], score, rtol=1e-5)
     np.testing.assert_array_equal(out.tokens[row, 0, :len(seq)], seq)
     assert out.lengths[row, 0] == len(seq)
     assert np.all(np.diff(np.asarray(out.scores[row])) <= 1e-6)  # sorted best first
+    # All 15 outputs come back (the 16th holds impossible tokens), each scored as its tokens are.
+    found = [np.asarray(out.tokens[row, k, :out.lengths[row, k]]).tolist() for k in range(15)]
+    assert sorted(found) == sorted(_all_sequences(5, 3)) and out.scores[row, 15] < -1e8
+    np.testing.assert_allclose(out.scores[row, :15],
+                               [_sequence_score(row_log_prob, seq, alpha) for seq in found],
+                               rtol=1e-5)
+
+
+def test_best_sequence_needs_the_beams_reordered_with_their_states():
+  # Given: a history model, beam width 2, where
+  #   step 1: A 0.6, B 0.4                         -> beams [A, B]
+  #   step 2: A A 0.6*0.55, B A 0.4*0.9 (B B 0.04)  -> beams [B A, A A]: the two swap places
+  #   step 3: after B A only EOS (1.0); after A A: A 0.45, B 0.35, EOS 0.2.
+  # Both beams fed A at step 3, so only their states tell B A from A A.
+  vocab = 5
+  transitions = {(): {A: 0.6, B: 0.4}, (A,): {A: 0.55, B: 0.45}, (B,): {A: 0.9, B: 0.1},
+                 (B, A): {EOS: 1.0}, (A, A): {A: 0.45, B: 0.35, EOS: 0.2}}
+  table = np.full((1, vocab ** 3, vocab), IMPOSSIBLE, np.float32)
+  for prefix, row in transitions.items():
+    for token, p in row.items():
+      table[0, _history_code(prefix, vocab), token] = math.log(p)
+  step_fn, init_state, log_prob = _history_model(table, vocab)
+  state = init_state([0])
+
+  # When: beam search (and greedy) decode it.
+  beam = decoding.beam_search(step_fn, state, beam_size=2, max_len=3, bos_id=BOS, eos_id=EOS)
+  greedy = decoding.greedy(step_fn, state, max_len=3, bos_id=BOS, eos_id=EOS)
+
+  # Then: beam search returns B A EOS with p = 0.4 * 0.9 * 1.0 exactly, the optimum over all
+  # sequences; greedy keeps to A and misses it; the runner-up is A A A (0.6 * 0.55 * 0.45).
+  best = math.log(0.4 * 0.9)
+  optimum, optimal_seq = _brute_force_best(functools.partial(log_prob, 0), vocab, 3, 0.0)
+  assert optimal_seq == [B, A, EOS] and optimum == pytest.approx(best, rel=1e-6)
+  np.testing.assert_array_equal(beam.tokens[0], [[B, A, EOS], [A, A, A]])
+  np.testing.assert_allclose(beam.scores[0], [best, math.log(0.6 * 0.55 * 0.45)], rtol=1e-6)
+  np.testing.assert_array_equal(beam.lengths[0], [3, 3])
+  np.testing.assert_array_equal(greedy.tokens[0], [A, A, A])
 
 
 def test_sampling_follows_tempered_top_k_distribution():

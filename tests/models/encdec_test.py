@@ -36,7 +36,7 @@ def _batch(seed=0):
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "beam_size", "sample"))
-def _decode(params, spec, src, src_lengths, beam_size=0, sample=False):
+def _decode(params, spec, src, src_lengths, beam_size=0, sample=False, alpha=0.0):
   state = encdec.encode(params, spec, src, src_lengths)
   step_fn = encdec.log_prob_step(params, spec)
   if sample:
@@ -44,7 +44,7 @@ def _decode(params, spec, src, src_lengths, beam_size=0, sample=False):
                            eos_id=EOS)
   if beam_size:
     return decoding.beam_search(step_fn, state, beam_size=beam_size, max_len=6, bos_id=BOS,
-                                eos_id=EOS)
+                                eos_id=EOS, alpha=alpha)
   return decoding.greedy(step_fn, state, max_len=6, bos_id=BOS, eos_id=EOS)
 
 
@@ -84,6 +84,55 @@ def test_beam_width_one_equals_greedy_on_a_model(name):
   beam = _decode(params, spec, src, src_lengths, beam_size=1)
   np.testing.assert_array_equal(beam.tokens[:, 0], greedy.tokens)
   np.testing.assert_allclose(beam.log_probs[:, 0], greedy.log_probs, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def beam_and_rescored():
+  """Beam search (4 beams, alpha 0.6) on a random bi-GRU + additive attention model, and every
+  returned hypothesis rescored by teacher forcing; compiled once for the tests below."""
+  spec = _spec("bigru_additive")
+  params = encdec.init(jax.random.PRNGKey(3), spec)
+  # Sharper, source-dependent distributions than the init's near-uniform ones, so beams differ
+  # and get reordered; an EOS handicap leaves some hypotheses ended and some cut at max_len.
+  params = dict(params, src_embed=params["src_embed"] * 10, tgt_embed=params["tgt_embed"] * 10,
+                output=dict(w=params["output"]["w"] * 6,
+                            b=params["output"]["b"].at[EOS].add(-1.0)))
+  src, src_lengths = _batch(3)
+  beam = jax.tree.map(np.asarray, _decode(params, spec, src, src_lengths, beam_size=4,
+                                          alpha=0.6))
+  b, n, t = beam.tokens.shape
+  tokens = beam.tokens.reshape(b * n, t)
+  tgt_in = np.concatenate([np.full((b * n, 1), BOS), tokens[:, :-1]], axis=1)
+  mask = (np.arange(t)[None, :] < beam.lengths.reshape(-1, 1)).astype(np.float32)
+  logits, weights = jax.jit(encdec.forward, static_argnums=1)(
+      params, spec, jnp.repeat(src, n, axis=0), jnp.repeat(src_lengths, n), jnp.asarray(tgt_in))
+  rescored = np.sum(np.asarray(encdec.token_log_probs(logits, tokens)) * mask, axis=1)
+  return beam, rescored.reshape(b, n), (np.asarray(weights) * mask[:, :, None]).reshape(
+      beam.attention.shape)
+
+
+def test_beam_hypotheses_rescore_to_their_beam_log_probs(beam_and_rescored):
+  # Given: the hypotheses of a 4-wide beam over a real decoder, whose carries and attention
+  # queries the search must move with every beam it reorders.
+  beam, rescored, _ = beam_and_rescored
+  assert 1 < len(set(beam.lengths.ravel().tolist()))  # ended and cut-off hypotheses alike
+  # Then: teacher forcing over each hypothesis's tokens gives exactly the log-prob the search
+  # accumulated, and the score is that log-prob over the GNMT length penalty.
+  np.testing.assert_allclose(beam.log_probs, rescored, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(beam.scores,
+                             beam.log_probs / ((5.0 + beam.lengths) / 6.0) ** 0.6, rtol=1e-6)
+
+
+def test_beam_attention_equals_teacher_forced_attention(beam_and_rescored):
+  beam, _, teacher_forced = beam_and_rescored
+  np.testing.assert_allclose(beam.attention, teacher_forced, atol=1e-6)
+
+
+def test_beam_hypotheses_are_distinct_and_best_first(beam_and_rescored):
+  beam, _, _ = beam_and_rescored
+  for tokens, lengths, scores in zip(beam.tokens, beam.lengths, beam.scores):
+    assert np.all(np.isfinite(scores)) and np.all(np.diff(scores) <= 0.0)
+    assert len({tuple(seq[:n]) for seq, n in zip(tokens.tolist(), lengths)}) == len(tokens)
 
 
 @pytest.mark.parametrize("name", ["bigru_additive", "lstm_no_context", "bilstm_general"])
