@@ -15,11 +15,25 @@ import tempfile
 from seqjax.train import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Compile-time flag of the whole suite (see conftest.py): LLVM's optimisations of the CPU code off.
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+def xla_flags(flags: str = "", devices: int | None = None) -> str:
+  """``flags`` plus the suite's compile setting (and a forced CPU device count, if given)."""
+  parts = flags.split()
+  if os.environ.get("SEQJAX_TEST_XLA_OPT", "fast") != "default":
+    parts = [p for p in parts if not p.startswith("--xla_backend_optimization_level")]
+    parts.append(_FAST_COMPILE)
+  if devices is not None:
+    parts = [p for p in parts if not p.startswith("--xla_force_host_platform_device_count")]
+    parts.append(f"--xla_force_host_platform_device_count={devices}")
+  return " ".join(parts)
 
 
 def environment(devices: int = 1) -> dict[str, str]:
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["XLA_FLAGS"] = xla_flags(devices=devices)
   env["JAX_PLATFORMS"] = "cpu"
   # This checkout's seqjax, also for scripts run by path (whose own folder heads sys.path).
   env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, env.get("PYTHONPATH")) if p)
