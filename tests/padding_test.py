@@ -1,0 +1,166 @@
+"""Non-finite padding: NaN and inf past each length reach no output, no state and no gradient.
+
+A padded batch often holds whatever the data loader left behind, or NaN from an upstream
+division by a zero count. Masking outputs is not enough: an input projection computed on a NaN
+step, even if its result is thrown away by a ``where``, sends ``0 * NaN = NaN`` back through the
+derivative of that ``where``'s unused branch. So every path ``recurrent.unroll`` offers, for every
+cell, forward and reverse, is run twice on the same batch, once with NaN, +inf, -inf and huge
+values in the padded steps and once with zeros there, and the two runs must agree.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from seqjax import cells
+from seqjax import kernels
+from seqjax import recurrent
+from seqjax.kernels import native
+
+B, T, D, H = 4, 6, 3, 16  # H = 16: the smallest layer the native kernels split over threads
+LENGTHS = np.array([6, 3, 1, 0])  # full, middle, 1 and 0
+VALID = np.arange(T)[None, :, None] < LENGTHS[:, None, None]  # [b, t, 1]
+ATOL = 1e-6
+
+
+def _dirty(xs):
+  """``xs`` with NaN, +inf, -inf and 1e30 cycling through the padded entries."""
+  fills = jnp.asarray([jnp.nan, jnp.inf, -jnp.inf, 1e30])
+  garbage = fills[jnp.arange(xs.size).reshape(xs.shape) % 4]
+  return jnp.where(VALID, xs, garbage)
+
+
+def _loss_weights(cases, xs):
+  """Random weights for every output of every case, drawn outside the jitted function."""
+  rng = np.random.default_rng(7)
+  shapes = {name: jax.eval_shape(run, params, xs, init)
+            for name, (run, params, init) in cases.items()}
+  return jax.tree.map(lambda a: rng.standard_normal(a.shape, np.float32), shapes)
+
+
+def _outputs_and_grads(runs, weights, params, xs, init):
+  """For each case ``runs[name](params[name], xs, init[name]) -> (ys, final)``: its outputs
+  without differentiation, then its outputs and the gradient of a loss over every output and
+  final carry with respect to ``(params, xs, init)``. Padded outputs are in the loss on
+  purpose: they are the constant zero, so their nonzero cotangent must reach nothing."""
+  results = {}
+  for name, run in runs.items():
+    def loss(params, xs, init, run=run, weights=weights[name]):
+      out = run(params, xs, init)
+      return sum(jnp.vdot(w, a) for w, a in zip(jax.tree.leaves(weights),
+                                                 jax.tree.leaves(out))), out
+
+    args = (params[name], xs, init[name])
+    (_, out), grads = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)(*args)
+    results[name] = (run(*args), out, grads)
+  return results
+
+
+def _assert_padding_is_inert(cases, xs):
+  """``cases``: ``{name: (run, params, init)}``, all run in one jitted function."""
+  # Given the same batch with zeros, and with NaN / inf in the padded steps.
+  clean = jnp.where(VALID, xs, 0.0)
+  runs = {name: case[0] for name, case in cases.items()}
+  # Optimising this test-only program would cost more than running it.
+  compute = jax.jit(functools.partial(_outputs_and_grads, runs),
+                    compiler_options={"xla_backend_optimization_level": 0})
+  args = (_loss_weights(cases, xs), {name: case[1] for name, case in cases.items()})
+  inits = {name: case[2] for name, case in cases.items()}
+  # When every case computes its outputs and gradients on both.
+  dirty_results, clean_results = compute(*args, _dirty(xs), inits), compute(*args, clean, inits)
+  failures = []
+  for name in cases:
+    (plain, out, grads), expected = dirty_results[name], clean_results[name]
+    # Then padded outputs are exactly zero, ...
+    if np.any(jnp.where(VALID, 0.0, out[0]) != 0.0):
+      failures.append(f"{name}: nonzero outputs at padded steps")
+    # ... every output, final carry and gradient is finite and equals the zero-padding run's, ...
+    for what, a, b in [("outputs (no grad)", plain, expected[0]), ("outputs", out, expected[1]),
+                       ("grads of (params, xs, init)", grads, expected[2])]:
+      a, b = jax.tree.leaves(a), jax.tree.leaves(b)
+      if not all(np.isfinite(x).all() for x in a):
+        failures.append(f"{name}: non-finite {what}")
+      elif not all(np.allclose(x, y, atol=ATOL, rtol=ATOL) for x, y in zip(a, b)):
+        failures.append(f"{name}: {what} differ from the zero-padding run's")
+    # ... and the padded inputs get exactly zero gradient.
+    if np.any(jnp.where(VALID, 0.0, grads[1]) != 0.0):
+      failures.append(f"{name}: nonzero gradient at padded inputs")
+  assert not failures, "non-finite padding leaks:\n" + "\n".join(failures)
+
+
+def _layer(name, **options):
+  """A cell, its params ``[d -> h]`` and a nonzero initial carry, random."""
+  cell = cells.get_cell(name, **options)
+  params = cell.init(jax.random.key(0), D, H)
+  keys = jax.random.split(jax.random.key(2), 2)
+  h0 = jax.random.normal(keys[0], (B, H))
+  return cell, params, (h0, jax.random.normal(keys[1], (B, H))) if cell.has_cell_state else h0
+
+
+def _both_directions(label, cell, params, init, **kwargs):
+  """Forward and reverse ``unroll`` cases of one layer."""
+  def run(reverse):
+    return lambda p, x, c: recurrent.unroll(cell, p, x, lengths=LENGTHS, initial_carry=c,
+                                            reverse=reverse, **kwargs)
+  return {f"{label} forward": (run(False), params, init),
+          f"{label} reverse": (run(True), params, init)}
+
+
+XS = jax.random.normal(jax.random.key(1), (B, T, D))
+SCAN_CELLS = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("irnn", {}), ("lstm", {}),
+              ("peephole_lstm", {}), ("coupled_lstm", {}), ("gru", {}),
+              ("gru", {"reset_after": False}), ("min_gru", {}), ("min_lstm", {})]
+
+
+def test_scan_every_cell():
+  # Every cell through lax.scan (the min_* cells through their associative scan), one program.
+  cases = {}
+  for name, options in SCAN_CELLS:
+    cell, params, init = _layer(name, **options)
+    cases.update(_both_directions(f"{name}{options}", cell, params, init, impl="scan"))
+  _assert_padding_is_inert(cases, XS)
+
+
+XLA_LOOPS = kernels.Settings(native=False)
+LEAN = kernels.Settings(native=False, forward="lean")
+
+
+def _reference_cudnn(xs, h0, c0, weights, lengths, input_size, hidden_size):
+  """jax.experimental.rnn's pure-JAX LSTM standing in for cuDNN's kernel (as in cudnn_test)."""
+  from jax.experimental import rnn as jax_rnn  # pylint: disable=import-outside-toplevel
+  unpacked = jax_rnn.unpack_lstm_weights(weights, input_size, hidden_size, 1, False)
+  return jax_rnn.lstm_ref(xs, h0, c0, *unpacked, lengths, input_size, hidden_size, 1, 0.0, False)
+
+
+def test_fast_paths():
+  # The fused custom VJP (XLA loops, lean inference loop), Pallas interpreted, the cuDNN glue
+  # and, where built, the native CPU kernels (given inputs or projecting them themselves).
+  paths = {"fused": XLA_LOOPS, "fused lean": LEAN, "pallas": None}
+  cases = {}
+  for name in ("lstm", "gru"):
+    cell, params, init = _layer(name)
+    for label, setting in paths.items():
+      cases.update(_both_directions(f"{name} {label}", cell, params, init,
+                                    impl=label.split()[0], kernel_settings=setting))
+  cell, params, init = _layer("lstm")
+  cases.update(_both_directions("lstm cudnn glue", cell, params, init, impl="cudnn",
+                                kernel_settings=kernels.Settings(cudnn_kernel=_reference_cudnn)))
+  if native.available():
+    for project in (False, True):
+      setting = kernels.Settings(native=True, project=project)
+      cases.update(_both_directions(f"lstm native project={project}", cell, params, init,
+                                    impl="fused", kernel_settings=setting))
+  _assert_padding_is_inert(cases, XS)
+
+
+def test_bidirectional_and_stack():
+  # Each layer's padded outputs are the next layer's padded inputs: zero, whatever came in.
+  lstm, gru = cells.get_cell("lstm"), cells.get_cell("gru")
+  cases = {
+      "bidirectional": (lambda p, x, _: recurrent.bidirectional(lstm, p, x, lengths=LENGTHS),
+                        recurrent.init_bidirectional(jax.random.key(0), lstm, D, H), None),
+      "stack": (lambda p, x, _: recurrent.stack(gru, p, x, lengths=LENGTHS),
+                recurrent.init_stack(jax.random.key(1), gru, D, H, 2, bidirectional=True), None)}
+  _assert_padding_is_inert(cases, XS)
