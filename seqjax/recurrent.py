@@ -103,6 +103,13 @@ def _parallel_unroll(cell, gx, lengths, h0):
 
 @functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "impl"))
 def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, impl):
+  if lengths is not None:
+    # Padding is zeroed before any arithmetic touches it. Masking the carry and outputs alone
+    # keeps NaN or inf padding out of the forward values but not out of the gradients: the
+    # discarded branch of a `where` still gets a zero cotangent, and the derivative of an
+    # input projection or a gate at a NaN step turns it into 0 * NaN = NaN for the weights.
+    valid = layers.mask_from_lengths(lengths, xs.shape[1])[..., None]  # [b, t, 1]
+    xs = jnp.where(valid, xs, jnp.zeros_like(xs))
   if reverse:
     xs = _reverse(xs, lengths)
   if cell.parallel:
