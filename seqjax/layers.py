@@ -298,6 +298,13 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None,
       raise ValueError(f"mask must be [batch, time] = [{b}, {t}]; got shape {np.shape(mask)}")
   if ids:
     checks.check_token_ids(targets, v, "targets", valid=mask)
+  if mask is not None:
+    # Padded positions are zeroed before the log-softmax: the `where` below keeps NaN or inf
+    # logits there out of the loss but not out of its gradient (0 * NaN = NaN).
+    valid = (jnp.asarray(mask) != 0)[..., None]
+    logits = jnp.where(valid, logits, jnp.zeros_like(logits))
+    if not ids:
+      targets = jnp.where(valid, targets, jnp.zeros_like(targets))
   nll, in_range = _nll(logits, targets, ids, label_smoothing, smooth_over)
   weights = jnp.ones((b, t), nll.dtype) if mask is None else jnp.asarray(mask).astype(nll.dtype)
   if in_range is not None:
