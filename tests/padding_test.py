@@ -74,7 +74,7 @@ def _assert_padding_is_inert(cases, xs):
   for name in cases:
     (plain, out, grads), expected = dirty_results[name], clean_results[name]
     # Then padded outputs are exactly zero, ...
-    if np.any(jnp.where(VALID, 0.0, out[0]) != 0.0):
+    if np.any(np.where(VALID, 0.0, out[0]) != 0.0):
       failures.append(f"{name}: nonzero outputs at padded steps")
     # ... every output, final carry and gradient is finite and equals the zero-padding run's, ...
     for what, a, b in [("outputs (no grad)", plain, expected[0]), ("outputs", out, expected[1]),
@@ -85,18 +85,22 @@ def _assert_padding_is_inert(cases, xs):
       elif not all(np.allclose(x, y, atol=ATOL, rtol=ATOL) for x, y in zip(a, b)):
         failures.append(f"{name}: {what} differ from the zero-padding run's")
     # ... and the padded inputs get exactly zero gradient.
-    if np.any(jnp.where(VALID, 0.0, grads[1]) != 0.0):
+    if np.any(np.where(VALID, 0.0, grads[1]) != 0.0):
       failures.append(f"{name}: gradient at padded inputs not exactly zero")
   assert not failures, "non-finite padding leaks:\n" + "\n".join(failures)
 
 
+def _random_like(tree, seed, scale=0.5):
+  """Uniform [-scale, scale) arrays shaped like ``tree``'s leaves, from NumPy (no XLA compiles)."""
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda a: rng.uniform(-scale, scale, a.shape).astype(np.float32), tree)
+
+
 def _layer(name, **options):
-  """A cell, its params ``[d -> h]`` and a nonzero initial carry, random."""
+  """A cell, params ``[d -> h]`` shaped as its ``init`` makes them and a nonzero initial carry."""
   cell = cells.get_cell(name, **options)
-  params = cell.init(jax.random.key(0), D, H)
-  keys = jax.random.split(jax.random.key(2), 2)
-  h0 = jax.random.normal(keys[0], (B, H))
-  return cell, params, (h0, jax.random.normal(keys[1], (B, H))) if cell.has_cell_state else h0
+  params = _random_like(jax.eval_shape(lambda k: cell.init(k, D, H), jax.random.key(0)), seed=0)
+  return cell, params, _random_like(cell.initial_carry(B, H), 1, scale=2.0)
 
 
 def _unrolls(label, cell, params, init, directions=("forward", "reverse"), **kwargs):
@@ -107,7 +111,7 @@ def _unrolls(label, cell, params, init, directions=("forward", "reverse"), **kwa
   return {f"{label} {d}": (run(d == "reverse"), params, init) for d in directions}
 
 
-XS = jax.random.normal(jax.random.key(1), (B, T, D))
+XS = _random_like(jax.ShapeDtypeStruct((B, T, D), jnp.float32), 2, scale=2.0)
 SCAN_CELLS = [("rnn", {}), ("rnn", {"nonlinearity": "relu"}), ("irnn", {}), ("lstm", {}),
               ("peephole_lstm", {}), ("coupled_lstm", {}), ("gru", {}),
               ("gru", {"reset_after": False}), ("min_gru", {}), ("min_lstm", {})]
@@ -164,7 +168,8 @@ def test_fast_paths():
 def test_bidirectional_stack():
   # Each layer's padded outputs are the next layer's padded inputs: zero, whatever came in.
   lstm = cells.get_cell("lstm")
-  params = recurrent.init_stack(jax.random.key(1), lstm, D, H, 2, bidirectional=True)
+  params = _random_like(jax.eval_shape(lambda k: recurrent.init_stack(k, lstm, D, H, 2, True),
+                                       jax.random.key(1)), seed=3)
   cases = {"bidirectional stack": (lambda p, x, _: recurrent.stack(lstm, p, x, lengths=LENGTHS),
                                    params, None)}
   _assert_padding_is_inert(cases, XS)
