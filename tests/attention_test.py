@@ -84,11 +84,16 @@ def test_padded_keys_do_not_change_anything(kind):
     np.testing.assert_array_equal(a, b)
   # ... the padded keys get exactly zero gradient, ...
   np.testing.assert_array_equal(np.where(pad, dirty_grads[2], 0.0), 0.0)
-  # ... and a decoder attending with keys projected once (the two-step API) reads no padding.
+  # ... and a decoder attending with keys projected once (the two-step API) reads no padding,
+  # nor does its query's gradient.
   projected = attention.project_keys(kind, params, jnp.asarray(garbage))
   mask = np.arange(S)[None, :] < LENGTHS[:, None]
-  two_step = attention.attend(kind, params, query, jnp.asarray(garbage), projected, mask)
-  for a, b in zip(two_step, clean):
+
+  def two_step_loss(query):
+    context, weights = attention.attend(kind, params, query, garbage, projected, mask)
+    return jnp.sum(jnp.sin(context)) + jnp.sum(weights * np.arange(S)), (context, weights)
+  (_, two_step), query_grad = jax.value_and_grad(two_step_loss, has_aux=True)(query)
+  for a, b in zip((*two_step, query_grad), (*clean, clean_grads[1])):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
