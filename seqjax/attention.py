@@ -12,7 +12,9 @@ query once per source sentence instead of once per target step:
 
 Scores of padded positions are replaced by a very negative number before the softmax; after it
 the weights are multiplied by the mask, so padding gets exactly zero weight (and a sentence with
-no valid position at all gets an all-zero context instead of NaNs). The mask is
+no valid position at all gets an all-zero context instead of NaNs). Keys at padded positions are
+never read: NaN or inf there reaches no context and no gradient (``project_keys`` has no mask, so
+:func:`attention` zeroes padded keys before projecting them). The mask is
 ``seqjax.layers.mask_from_lengths``.
 """
 

@@ -272,7 +272,8 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None,
       id, e.g. -100, is fine where masked out), or ``[b, t, v]`` float probabilities.
     lengths: optional ``[b]`` int valid lengths in ``[0, t]``.
     mask: optional ``[b, t]`` bool (or non-negative weights) marking valid positions. Give one of
-      ``lengths`` and ``mask`` at most; with neither, every position counts.
+      ``lengths`` and ``mask`` at most; with neither, every position counts. Logits (and soft
+      targets) at masked positions are never read: NaN or inf there gives zero gradient.
     label_smoothing, smooth_over: as in :func:`cross_entropy`.
     reduction: ``"mean"``: ``sum(mask * nll) / sum(mask)``, 0 when there are no valid tokens;
       ``"sum"``: the pair ``(sum(mask * nll), sum(mask))``, which add up across devices and hosts

@@ -155,7 +155,8 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     params: the cell's parameters, from ``cell.init``.
     xs: ``[b, t, d]`` inputs (any float dtype; bf16 inputs keep a float32 carry).
     lengths: optional ``[b]`` int valid lengths in ``[0, t]``. Past its length an example's carry
-      stops changing and its outputs are zero; length 0 returns the initial carry.
+      stops changing and its outputs are zero; length 0 returns the initial carry. Inputs past
+      the length are never read: NaN or inf there changes no value and no gradient.
     reverse: run from each example's last valid step back to its first; outputs stay aligned
       with the inputs.
     initial_carry: ``[b, h]`` (or ``(h, c)`` for LSTMs); zeros of ``carry_dtype`` by default.

@@ -1,11 +1,12 @@
 """Non-finite padding: NaN and inf past each length reach no output, no state and no gradient.
 
 A padded batch often holds whatever the data loader left behind, or NaN from an upstream
-division by a zero count. Masking outputs is not enough: an input projection computed on a NaN
-step, even if its result is thrown away by a ``where``, sends ``0 * NaN = NaN`` back through the
-derivative of that ``where``'s unused branch. So every path ``recurrent.unroll`` offers, for every
-cell, forward and reverse, is run twice on the same batch, once with NaN, +inf, -inf and huge
-values in the padded steps and once with zeros there, and the two runs must agree.
+division by a zero count. Masking the carry and the outputs is not enough: a ``where`` gives its
+discarded branch a zero cotangent, and the derivative of an input projection or a gate computed
+on a NaN step turns that into ``0 * NaN = NaN`` for the weights. So every path
+``recurrent.unroll`` offers, for every cell (forward, and reverse for one cell per kind of loop),
+runs twice on the same batch, once with NaN, +inf, -inf and huge values in the padded steps and
+once with zeros there, and the two runs must agree.
 """
 
 import functools
@@ -141,6 +142,9 @@ def _reference_cudnn(xs, h0, c0, weights, lengths, input_size, hidden_size):
   return jax_rnn.lstm_ref(xs, h0, c0, *unpacked, lengths, input_size, hidden_size, 1, 0.0, False)
 
 
+CUDNN_STAND_IN = kernels.Settings(cudnn_kernel=_reference_cudnn)
+
+
 def test_fast_paths():
   # The fused custom VJP (XLA loops, lean inference loop), Pallas interpreted, the cuDNN glue
   # and, where built, the native CPU kernels (given inputs or projecting them themselves).
@@ -156,7 +160,7 @@ def test_fast_paths():
            **_unrolls("lstm pallas", lstm, lstm_params, lstm_init, ("forward",), impl="pallas"),
            **_unrolls("gru pallas", gru, gru_params, gru_init, ("forward",), impl="pallas"),
            **_unrolls("lstm cudnn glue", lstm, lstm_params, lstm_init, ("forward",),
-                      impl="cudnn", kernel_settings=kernels.Settings(cudnn_kernel=_reference_cudnn))}
+                      impl="cudnn", kernel_settings=CUDNN_STAND_IN)}
   if native.available():
     for project in (False, True):
       cases.update(_unrolls(f"lstm native project={project}", lstm, lstm_params, lstm_init,
