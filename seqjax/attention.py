@@ -12,7 +12,9 @@ query once per source sentence instead of once per target step:
 
 Scores of padded positions are replaced by a very negative number before the softmax; after it
 the weights are multiplied by the mask, so padding gets exactly zero weight (and a sentence with
-no valid position at all gets an all-zero context instead of NaNs). The mask is
+no valid position at all gets an all-zero context instead of NaNs). Keys at padded positions are
+never read: NaN or inf there reaches no context and no gradient (``project_keys`` has no mask, so
+:func:`attention` zeroes padded keys before projecting them). The mask is
 ``seqjax.layers.mask_from_lengths``.
 """
 
@@ -115,6 +117,10 @@ def attend(kind: str, params: dict, query: jax.Array, keys: jax.Array, projected
     ``(context [b, m], weights [b, s])``; each row of ``weights`` sums to 1 over its valid
     positions and is exactly 0 on padding.
   """
+  # Padding is zeroed before any arithmetic: a NaN or inf key there would otherwise reach the
+  # context as 0 * NaN in the weighted sum, and the gradients through the masked scores.
+  keys = jnp.where(mask[..., None], keys, jnp.zeros_like(keys))
+  projected = jnp.where(mask[..., None], projected, jnp.zeros_like(projected))
   weights = masked_softmax(scores(kind, params, query, projected), mask)
   context = jnp.einsum("bs,bsm->bm", weights.astype(keys.dtype), keys)
   return context, weights
@@ -141,4 +147,6 @@ def attention(kind: str, params: dict, query: jax.Array, keys: jax.Array,
     if np.shape(lengths) != (batch,):
       raise ValueError(f"lengths must have shape [b] = [{batch}]; got {np.shape(lengths)}")
     mask = layers.mask_from_lengths(lengths, time)
+    # Zeroed before projecting too, or the projection's weight gradient is keys^T 0 = NaN.
+    keys = jnp.where(mask[..., None], keys, jnp.zeros_like(keys))
   return attend(kind, params, query, keys, project_keys(kind, params, keys), mask)

@@ -272,7 +272,8 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None,
       id, e.g. -100, is fine where masked out), or ``[b, t, v]`` float probabilities.
     lengths: optional ``[b]`` int valid lengths in ``[0, t]``.
     mask: optional ``[b, t]`` bool (or non-negative weights) marking valid positions. Give one of
-      ``lengths`` and ``mask`` at most; with neither, every position counts.
+      ``lengths`` and ``mask`` at most; with neither, every position counts. Logits (and soft
+      targets) at masked positions are never read: NaN or inf there gives zero gradient.
     label_smoothing, smooth_over: as in :func:`cross_entropy`.
     reduction: ``"mean"``: ``sum(mask * nll) / sum(mask)``, 0 when there are no valid tokens;
       ``"sum"``: the pair ``(sum(mask * nll), sum(mask))``, which add up across devices and hosts
@@ -298,6 +299,13 @@ def masked_cross_entropy(logits: jax.Array, targets, *, lengths=None, mask=None,
       raise ValueError(f"mask must be [batch, time] = [{b}, {t}]; got shape {np.shape(mask)}")
   if ids:
     checks.check_token_ids(targets, v, "targets", valid=mask)
+  if mask is not None:
+    # Padded positions are zeroed before the log-softmax: the `where` below keeps NaN or inf
+    # logits there out of the loss but not out of its gradient (0 * NaN = NaN).
+    valid = (jnp.asarray(mask) != 0)[..., None]
+    logits = jnp.where(valid, logits, jnp.zeros_like(logits))
+    if not ids:
+      targets = jnp.where(valid, targets, jnp.zeros_like(targets))
   nll, in_range = _nll(logits, targets, ids, label_smoothing, smooth_over)
   weights = jnp.ones((b, t), nll.dtype) if mask is None else jnp.asarray(mask).astype(nll.dtype)
   if in_range is not None:

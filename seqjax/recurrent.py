@@ -104,6 +104,13 @@ def _parallel_unroll(cell, gx, lengths, h0):
 
 @functools.partial(jax.jit, static_argnames=("cell", "reverse", "unroll_steps", "impl"))
 def _unroll(cell, params, xs, lengths, carry, reverse, unroll_steps, impl):
+  if lengths is not None:
+    # Padding is zeroed before any arithmetic touches it. Masking the carry and outputs alone
+    # keeps NaN or inf padding out of the forward values but not out of the gradients: the
+    # discarded branch of a `where` still gets a zero cotangent, and the derivative of an
+    # input projection or a gate at a NaN step turns it into 0 * NaN = NaN for the weights.
+    valid = layers.mask_from_lengths(lengths, xs.shape[1])[..., None]  # [b, t, 1]
+    xs = jnp.where(valid, xs, jnp.zeros_like(xs))
   if reverse:
     xs = _reverse(xs, lengths)
   if cell.parallel:
@@ -149,7 +156,8 @@ def unroll(cell: Cell | str, params, xs: jax.Array, *, lengths: jax.Array | None
     params: the cell's parameters, from ``cell.init``.
     xs: ``[b, t, d]`` inputs (any float dtype; bf16 inputs keep a float32 carry).
     lengths: optional ``[b]`` int valid lengths in ``[0, t]``. Past its length an example's carry
-      stops changing and its outputs are zero; length 0 returns the initial carry.
+      stops changing and its outputs are zero; length 0 returns the initial carry. Inputs past
+      the length are never read: NaN or inf there changes no value and no gradient.
     reverse: run from each example's last valid step back to its first; outputs stay aligned
       with the inputs.
     initial_carry: ``[b, h]`` (or ``(h, c)`` for LSTMs); zeros of ``carry_dtype`` by default.

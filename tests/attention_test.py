@@ -64,16 +64,37 @@ def test_weights_sum_to_one_and_padding_gets_exactly_zero(kind):
 
 @pytest.mark.parametrize("kind", attention.KINDS)
 def test_padded_keys_do_not_change_anything(kind):
+  # Given keys with NaN, +inf, -inf and 1e3 at padded source positions.
   query, keys = _inputs(2)
   params = attention.init_attention(jax.random.PRNGKey(2), kind, Q, M, A)
   pad = np.arange(S)[None, :, None] >= LENGTHS[:, None, None]
-  garbage = np.where(pad, 1e3, keys).astype(np.float32)
+  fills = np.array([np.nan, np.inf, -np.inf, 1e3], np.float32)
+  garbage = np.where(pad, fills[np.arange(keys.size).reshape(keys.shape) % 4], keys)
 
-  clean = attention.attention(kind, params, query, keys, LENGTHS)
-  dirty = attention.attention(kind, params, query, garbage, LENGTHS)
+  def loss(params, query, keys):
+    context, weights = attention.attention(kind, params, query, keys, LENGTHS)
+    return jnp.sum(jnp.sin(context)) + jnp.sum(weights * np.arange(S)), (context, weights)
+  # When attention and its gradients run on them and on the clean keys.
+  grad = jax.value_and_grad(loss, (0, 1, 2), has_aux=True)
+  (_, clean), clean_grads = grad(params, query, keys)
+  (_, dirty), dirty_grads = grad(params, query, garbage)
 
-  for a, b in zip(clean, dirty):
+  # Then context, weights and every gradient are the clean ones (finite), ...
+  for a, b in zip(jax.tree.leaves((clean, clean_grads)), jax.tree.leaves((dirty, dirty_grads))):
     np.testing.assert_array_equal(a, b)
+  # ... the padded keys get exactly zero gradient, ...
+  np.testing.assert_array_equal(np.where(pad, dirty_grads[2], 0.0), 0.0)
+  # ... and a decoder attending with keys projected once (the two-step API) reads no padding,
+  # nor does its query's gradient.
+  projected = attention.project_keys(kind, params, jnp.asarray(garbage))
+  mask = np.arange(S)[None, :] < LENGTHS[:, None]
+
+  def two_step_loss(query):
+    context, weights = attention.attend(kind, params, query, garbage, projected, mask)
+    return jnp.sum(jnp.sin(context)) + jnp.sum(weights * np.arange(S)), (context, weights)
+  (_, two_step), query_grad = jax.value_and_grad(two_step_loss, has_aux=True)(query)
+  for a, b in zip((*two_step, query_grad), (*clean, clean_grads[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_empty_source_gives_zero_context_not_nan():

@@ -118,18 +118,33 @@ def test_masked_cross_entropy_matches_a_python_loop():
   assert abs(float(everything) - float(by_lengths)) > 1e-3
 
 
-def test_masked_cross_entropy_ignores_padded_logits_and_targets():
+@pytest.mark.parametrize("label_smoothing,soft", [(0.0, False), (0.1, False), (0.0, True)])
+def test_masked_cross_entropy_ignores_padded_logits_and_targets(label_smoothing, soft):
+  # Given logits with NaN, +inf, -inf and 1e4 at padded positions (what a model computes from
+  # padding can be anything) and torch-style ignore ids, or NaN probabilities, there.
   logits = jax.random.normal(jax.random.key(3), (B, T, V))
   mask = np.arange(T)[None] < LENGTHS[:, None]
-  noisy = jnp.where(mask[..., None], logits, 1e4)
-  padded_targets = np.where(mask, TOKENS, -100)  # torch-style ignore ids where masked out
-  clean = layers.masked_cross_entropy(logits, TOKENS, lengths=LENGTHS)
-  np.testing.assert_allclose(
-      layers.masked_cross_entropy(noisy, padded_targets, lengths=LENGTHS), clean, rtol=1e-6)
-  # Gradients never reach padded positions.
-  grads = jax.grad(lambda z: layers.masked_cross_entropy(z, TOKENS, lengths=LENGTHS))(logits)
-  np.testing.assert_array_equal(np.asarray(grads)[~mask], 0.0)
-  assert np.abs(np.asarray(grads)[mask]).sum() > 0
+  fills = jnp.asarray([jnp.nan, jnp.inf, -jnp.inf, 1e4])
+  noisy = jnp.where(mask[..., None], logits, fills[jnp.arange(logits.size).reshape(
+      logits.shape) % 4])
+  padded_targets = np.where(mask, TOKENS, -100)
+  targets = TOKENS
+  if soft:
+    targets = jax.nn.one_hot(TOKENS, V)
+    padded_targets = jnp.where(mask[..., None], targets, jnp.nan)
+
+  def loss(z, targets):
+    return layers.masked_cross_entropy(z, targets, lengths=LENGTHS,
+                                       label_smoothing=label_smoothing)
+  # When the loss and its gradient are taken on them and on the clean logits.
+  dirty, dirty_grads = jax.value_and_grad(loss)(noisy, padded_targets)
+  clean, clean_grads = jax.value_and_grad(loss)(logits, targets)
+  # Then the loss and the gradients at valid positions are the clean ones, ...
+  np.testing.assert_allclose(dirty, clean, rtol=1e-6)
+  np.testing.assert_allclose(dirty_grads, clean_grads, rtol=1e-6, atol=1e-7)
+  # ... and the padded positions get exactly zero gradient (not NaN).
+  np.testing.assert_array_equal(np.asarray(dirty_grads)[~mask], 0.0)
+  assert np.abs(np.asarray(dirty_grads)[mask]).sum() > 0
 
 
 def test_masked_cross_entropy_under_jit_and_with_no_valid_tokens():
