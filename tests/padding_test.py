@@ -64,9 +64,7 @@ def _assert_padding_is_inert(cases, xs):
   # Given the same batch with zeros, and with NaN / inf in the padded steps.
   clean = jnp.where(VALID, xs, 0.0)
   runs = {name: case[0] for name, case in cases.items()}
-  # Optimising this test-only program would cost more than running it.
-  compute = jax.jit(functools.partial(_outputs_and_grads, runs),
-                    compiler_options={"xla_backend_optimization_level": 0})
+  compute = jax.jit(functools.partial(_outputs_and_grads, runs))
   args = (_loss_weights(cases, xs), {name: case[1] for name, case in cases.items()})
   inits = {name: case[2] for name, case in cases.items()}
   # When every case computes its outputs and gradients on both.
