@@ -159,6 +159,27 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
   return train_step
 
 
+def make_training(experiment: Experiment, config: ml_collections.ConfigDict):
+  """The initial state and the train step of a run, before :func:`run` maps the step.
+
+  Returns:
+    ``(state, train_step)``: the state from ``config.seed`` (host arrays, no device axis) and
+    :func:`make_train_step` of ``experiment`` with ``axis_name=AXIS``. :func:`run` pmaps the
+    step over the devices; ``jax.vmap(train_step, axis_name=AXIS)`` over slices of one
+    global batch runs the same collectives in one process (how the tests compare 1 and N).
+  """
+  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  optimizer = experiment.optimizer or optimizers.make_optimizer(config)
+  # One jitted init: a single compilation instead of one per eager op of the initialisers.
+  state = jax.device_get(jax.jit(lambda key: _init_state(experiment.init, optimizer, key))(
+      init_rng))
+  train_step = make_train_step(experiment.loss_fn, optimizer, step_rng, axis_name=AXIS,
+                               schedule=optimizers.make_schedule(config),
+                               nan_at_step=config.nan_at_step,
+                               loss_reduction=experiment.loss_reduction)
+  return state, train_step
+
+
 def _init_state(init, optimizer, rng) -> TrainState:
   params = init(rng)
   return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
@@ -258,12 +279,7 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
                      f"{n_proc} processes x {n_local} devices")
   local_batch = config.batch_size // n_proc
 
-  init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  optimizer = experiment.optimizer or optimizers.make_optimizer(config)
-  schedule = optimizers.make_schedule(config)
-  # One jitted init: a single compilation instead of one per eager op of the initialisers.
-  state = jax.device_get(jax.jit(lambda key: _init_state(experiment.init, optimizer, key))(
-      init_rng))
+  state, train_step = make_training(experiment, config)
 
   ckpt = checkpointing.Checkpointer(
       f"{workdir}/{workdir_lib.CHECKPOINTS}", keep=config.keep_checkpoints,
@@ -280,9 +296,6 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
       logging.info("dropped %d metrics.jsonl records past step %d (they will be re-run)",
                    dropped, start)
 
-  train_step = make_train_step(experiment.loss_fn, optimizer, step_rng, axis_name=AXIS,
-                               schedule=schedule, nan_at_step=config.nan_at_step,
-                               loss_reduction=experiment.loss_reduction)
   p_train_step = jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
   writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary,
                                      first_step=start)

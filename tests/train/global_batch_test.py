@@ -2,7 +2,8 @@
 "global" reduction equal bit for bit to the legacy one on one device.
 
 A vmap with the runtime's axis name stands in for several devices here (it binds the same
-collectives); the real 1 vs 8 devices and 1 vs 2 processes runs are in devices_match_test.py.
+collectives); the runtime's whole step on 1 to 8 slices is in slices_match_test.py, the real
+1 vs 8 devices and 1 vs 2 processes runs in devices_match_test.py.
 """
 
 from __future__ import annotations

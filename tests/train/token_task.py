@@ -13,26 +13,24 @@ Run as an entry point (the multi-process tests do)::
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
 from seqjax import train
 
+HELD_OUT_STEP = 10**6  # The evaluation batch: get_batch_of_step of a step no run reaches.
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """The task's config; ``arg`` is ignored (one variant, already smoke-sized)."""
   del arg
   config = train.runtime_config()
-  config.num_steps = 3
+  config.num_steps = 4
   config.batch_size = 16
   config.learning_rate = 0.01
   config.log_every = 1
-  config.eval_every = 1000
+  config.eval_every = 1000  # Evaluated once, after the last step.
   config.checkpoint_every = 1
   config.keep_checkpoints = 100
   # Vocabulary size (token ids 0..vocab-1); the target of token x is (3 x + 1) mod vocab.
@@ -77,15 +75,19 @@ def make_experiment(config: ml_collections.ConfigDict, workdir: str = "") -> tra
             "w": jax.random.normal(k_hid, (d, d)) / np.sqrt(d), "b": jnp.zeros((d,)),
             "out": jax.random.normal(k_out, (d, v)) / np.sqrt(d)}
 
+  def logits_of(params, tokens, keys=None):
+    hidden = jnp.tanh(params["emb"][tokens] @ params["w"] + params["b"])
+    if keys is not None:
+      hidden = _dropout(keys, hidden, config.dropout_rate)
+    return hidden @ params["out"]  # [b, t, v]
+
   def loss_fn(params, batch, rng):
     b_device = batch["tokens"].shape[0]
     if config.loss_reduction == "global":
       keys = train.example_keys(rng, b_device)
     else:  # The legacy reduction gets a key per device; split it per string.
       keys = jax.random.split(rng, b_device)
-    hidden = jnp.tanh(params["emb"][batch["tokens"]] @ params["w"] + params["b"])
-    hidden = _dropout(keys, hidden, config.dropout_rate)
-    logits = hidden @ params["out"]  # [b, t, v]
+    logits = logits_of(params, batch["tokens"], keys)
     nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch["targets"][..., None], -1)[..., 0]
     mask = batch["mask"]
     correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
@@ -106,21 +108,20 @@ def make_experiment(config: ml_collections.ConfigDict, workdir: str = "") -> tra
     return {k: a[shard_index * rows:(shard_index + 1) * rows]
             for k, a in get_batch_of_step(config, step).items()}
 
-  return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch,
+  def evaluate(params, step):
+    """Token loss and accuracy, without dropout, on a batch no run trains on; on the host."""
+    del step
+    batch = get_batch_of_step(config, HELD_OUT_STEP)
+    logits = np.asarray(jax.jit(logits_of)(params, batch["tokens"]), np.float64)
+    log_probs = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
+    nll = -np.take_along_axis(log_probs, batch["targets"][..., None], -1)[..., 0]
+    correct = np.argmax(logits, -1) == batch["targets"]
+    tokens = batch["mask"].sum()
+    return {"eval/loss": float(np.sum(nll * batch["mask"]) / tokens),
+            "eval/accuracy": float(np.sum(correct * batch["mask"]) / tokens)}
+
+  return train.Experiment(init=init, loss_fn=loss_fn, get_batch=get_batch, evaluate=evaluate,
                           loss_reduction=config.loss_reduction)
-
-
-def run_variants(root: str, variants: dict[str, dict]) -> None:
-  """Trains one run per ``name -> config overrides`` in ``root/name``, in this process.
-
-  Used under ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` with ``num_devices`` among
-  the overrides, so one interpreter compares 1 and 8 devices.
-  """
-  logging.set_verbosity(logging.WARNING)
-  for name, overrides in variants.items():
-    config = get_config()
-    config.update(overrides)
-    train.run(make_experiment(config), config, os.path.join(root, name))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """In-process tests of the runtime: train_step arithmetic, schedules, RNG, files, checkpoints.
 
-The end-to-end behaviour (resume, signals, devices, processes) is tested through the CLI in
-runtime_resume_test.py and runtime_parallel_test.py.
+The end-to-end behaviour (resume, signals) is tested through the CLI in runtime_resume_test.py;
+devices and processes in slices_match_test.py (in process) and devices_match_test.py.
 """
 
 from __future__ import annotations
