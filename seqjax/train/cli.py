@@ -17,6 +17,8 @@ workdir, config change on resume, NaN loss) ends the program with one line on st
   exit 2   bad flags or config values
   exit 1   unusable workdir, refused resume, NaN/inf loss, other runtime failures
   128 + n  stopped by signal n (SIGTERM 143, SIGINT 130) after saving a checkpoint
+  130      a second Ctrl-C: stopped at once, saving nothing new (a checkpoint being written
+           is finished first)
 """
 
 from __future__ import annotations
