@@ -24,9 +24,11 @@ $(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml constraints.txt
 $(NATIVE): seqjax/kernels/native/rnn_cpu.cc seqjax/kernels/native/blocks.h $(VENV)/.installed FORCE
 	$(PY) -m seqjax.kernels.native --if-needed || echo "seqjax: native CPU kernels not built (above); the XLA loops run instead"
 
-$(STAMP): $(VENV)/.installed
+# The test extras in the same single install (one resolve, one editable build), which also
+# counts as the plain install above.
+$(STAMP): $(VENV)/bin/python setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
-	touch $@
+	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed $(NATIVE)
 

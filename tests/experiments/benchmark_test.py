@@ -5,7 +5,6 @@
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import forced_devices
 from experiments.benchmark import memory
 from experiments.benchmark import profiling
 from experiments.benchmark import timing
@@ -169,7 +169,7 @@ def test_data_parallel_rows_compute_the_single_device_gradients():
 
 def test_data_parallel_over_two_host_devices_sums_the_weight_gradients():
   # Two CPU devices need XLA_FLAGS before JAX starts: run the check above in a fresh process.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = forced_devices.environment(devices=2)
   test = f"{__file__}::test_data_parallel_rows_compute_the_single_device_gradients"
   probe = ("import jax, sys, pytest; assert jax.local_device_count() == 2; "
            f"sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', {test!r}]))")
@@ -249,7 +249,8 @@ def test_project_flag_decides_who_projects_the_native_forwards_inputs(tmp_path):
     command = [sys.executable, "-m", "experiments.benchmark", "--shapes=2x16x8x32", "--cells=lstm",
                "--dtypes=float32", "--modes=train", "--peers=", "--repeats=1", "--settle_ms=0",
                f"--project={project}", f"--json={out}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                            env=forced_devices.environment())
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"(input projection: {project})" in result.stdout
     report = json.loads(out.read_text())
@@ -257,7 +258,8 @@ def test_project_flag_decides_who_projects_the_native_forwards_inputs(tmp_path):
     temp[project] = report["rows"][0]["temp_bytes"]
   assert temp["xla"] > temp["kernel"]
   bad = subprocess.run([sys.executable, "-m", "experiments.benchmark", "--project=sometimes"],
-                       capture_output=True, text=True, timeout=300, check=False)
+                       capture_output=True, text=True, timeout=300, check=False,
+                       env=forced_devices.environment())
   assert bad.returncode != 0 and "--project" in bad.stderr
 
 
@@ -266,11 +268,12 @@ def test_project_flag_decides_who_projects_the_native_forwards_inputs(tmp_path):
 def test_native_parts_times_each_part_and_names_an_unknown_one():
   command = [sys.executable, "-m", "experiments.benchmark.native_parts", "--shapes=2x5x3x16",
              "--repeats=1"]
-  result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+  result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
+                          env=forced_devices.environment())
   assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
   (line,) = [l for l in result.stdout.splitlines() if l.startswith("2x5x3x16:")]
   for part in ("forward", "backward", "weight_grads", "dxs", "infer"):
     assert re.search(rf"{part} \d+\.\d ms \(\d+ GFLOP/s\)", line), line
   bad = subprocess.run(command + ["--parts=forward,sideways"], capture_output=True, text=True,
-                       timeout=300, check=False)
+                       timeout=300, check=False, env=forced_devices.environment())
   assert bad.returncode != 0 and "unknown parts ['sideways']" in bad.stderr
