@@ -15,8 +15,10 @@ out="${1:-${repo}/runs/gpu-checks-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "${out}"
 cd "${repo}"
 export PYTHONPATH="${repo}${PYTHONPATH:+:${PYTHONPATH}}" PYTHONUNBUFFERED=1
-# Several test processes share the GPU: each takes memory as it goes, not 75% up front.
-XLA_PYTHON_CLIENT_PREALLOCATE=false "${python}" -m pytest -q -n 4 -p no:cacheprovider \
+# Several test processes share the GPU: each takes memory as it goes, not 75% up front. The GPU
+# kernels are tested as XLA compiles them by default (the CPU suite lowers the backend's
+# optimisation level to compile faster; tests/conftest.py).
+SEQJAX_TEST_XLA_OPT=default XLA_PYTHON_CLIENT_PREALLOCATE=false "${python}" -m pytest -q -n 4 -p no:cacheprovider \
   tests/kernels tests/recurrent_test.py \
   > "${out}/pytest.log" 2>&1
 echo "GPU tests (exit ${?}): $(tail -1 "${out}/pytest.log")"
