@@ -37,10 +37,13 @@ def get_config(arg: str = ""):
   # Values at the end of the series held out for testing, and the validation values before them.
   config.test_size = 36
   config.val_size = 12
-  # Model log(y) instead of y (a multiplicative seasonal pattern becomes additive).
-  config.log_transform = True
+  # Model f(y): "log" (a multiplicative seasonal pattern becomes additive), "sqrt" or "none".
+  config.transform = "log"
   # Give the model (and the AR baseline) the position in the season as sin/cos inputs.
   config.phase_input = True
+  # Value inputs of the model: the scaled value itself and/or its change from the step before.
+  config.level_input = False
+  config.difference_input = True
   # Input window length l (training windows and every forecast's context).
   config.window = 24
   # Largest forecast horizon H: the direct head's width and the last horizon of the table.
@@ -85,7 +88,9 @@ def get_config(arg: str = ""):
     # The 11-year cycle; its length varies (9 to 14 years), so the phase input would mislead.
     config.season = 132
     config.phase_input = False
-    config.log_transform = False
+    config.transform = "none"
+    config.level_input = True
+    config.difference_input = False
     config.test_size = 564  # the last 20% (1937-1983); validation the 10% before
     config.val_size = 282
     config.window = 48
@@ -96,7 +101,9 @@ def get_config(arg: str = ""):
   elif arg == "temperatures":
     config.series = "temperatures"
     config.season = 365
-    config.log_transform = False
+    config.transform = "none"
+    config.level_input = True
+    config.difference_input = False
     config.test_size = 730  # the last two years of rows; validation the year of rows before
     config.val_size = 365
     config.window = 30

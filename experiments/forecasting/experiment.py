@@ -65,9 +65,13 @@ class Forecaster:
                        f"values of {config.series})")
     if config.ar_order > train_len - 1 or config.ar_order < 1:
       raise ValueError(f"config.ar_order={config.ar_order} must be in [1, {train_len - 1}]")
-    scaler = windows.fit_scaler(values, splits, config.log_transform)
+    scaler = windows.fit_scaler(values, splits, config.transform)
     season = config.season if config.phase_input else 0
-    spec = model.Spec(config.cell, config.hidden_size, config.max_horizon, season, config.gaussian)
+    if not (config.level_input or config.difference_input):
+      raise ValueError("config.level_input and config.difference_input are both False; the "
+                       "model needs one of them")
+    spec = model.Spec(config.cell, config.hidden_size, config.max_horizon, season, config.gaussian,
+                      config.level_input, config.difference_input)
     z_train = scaler.transform(values[:train_len])
     coef = metrics.fit_ar(z_train, config.ar_order, season or None)
     return cls(config, spec, splits, scaler, coef, metrics.mase_scale(values[:train_len],
@@ -94,7 +98,7 @@ class Forecaster:
       sarima = metrics.sarima_forecast(values, self.splits, origin_idx, h,
                                        _orders(cfg.sarima_order),
                                        _orders(cfg.sarima_seasonal_order) or (0, 0, 0, 0),
-                                       cfg.log_transform)
+                                       cfg.transform)
       if sarima is not None:
         out["sarima"] = sarima
     return out

@@ -59,7 +59,7 @@ def ar_forecast(coef: np.ndarray, z: np.ndarray, origin_idx: np.ndarray, order: 
   return out
 
 
-def sarima_forecast(values, splits, origin_idx, horizon, order, seasonal_order, log):
+def sarima_forecast(values, splits, origin_idx, horizon, order, seasonal_order, transform):
   """SARIMA forecasts ``[o, H]`` fitted on the training split, or None without statsmodels.
 
   The fitted parameters are kept; for each origin the model is filtered over ``values[: t + 1]``.
@@ -68,13 +68,13 @@ def sarima_forecast(values, splits, origin_idx, horizon, order, seasonal_order, 
     from statsmodels.tsa.statespace.sarimax import SARIMAX  # pylint: disable=import-outside-toplevel
   except ImportError:
     return None
-  f = np.log if log else (lambda v: v)
-  y = f(np.asarray(values, np.float64))
+  scaler = windows.Scaler(0.0, 1.0, transform)  # only the transform: SARIMA fits its own level
+  y = scaler.transform(values)
   fit = SARIMAX(y[:splits.train_end], order=order, seasonal_order=seasonal_order).fit(disp=False)
   out = np.empty((len(origin_idx), horizon))
   for i, t in enumerate(origin_idx):
     out[i] = fit.apply(y[:t + 1]).forecast(horizon)
-  return np.exp(out) if log else out
+  return scaler.inverse(out)
 
 
 def mase_scale(train_values: np.ndarray, season: int) -> float:

@@ -3,6 +3,10 @@
 Every position ``i`` of a window reads ``x_i = [z_i, phase(t_i)]`` (the scaled value, and the
 position in the season when ``Spec.season`` is set) and predicts, from the cell's output ``h_i``:
 
+(``Spec.level`` and ``Spec.difference`` choose whether the value ``z_i``, its change
+``z_i - z_{i-1}`` or both are the value inputs; the change alone makes the model blind to the
+level, so a trend that leaves the training range looks like the training data.)
+
 * the next value, ``z_{i+1} ~ N(z_i + dense_1(h_i), exp(logvar))`` (the one-step head, used
   recursively: each prediction is fed back as the next input);
 * the next ``H`` values at once, ``z_{i+k} ~ N(z_i + dense_H(h_i)_k, ...)`` (the direct head).
@@ -39,20 +43,32 @@ class Spec:
   horizon: int
   season: int = 0  # 0: no phase input
   gaussian: bool = False
+  level: bool = True
+  difference: bool = False
+
+  def __post_init__(self):
+    if not (self.level or self.difference):
+      raise ValueError("the model needs the level or the difference input (or both)")
 
   @property
   def input_size(self) -> int:
-    return 3 if self.season else 1
+    return int(self.level) + int(self.difference) + (2 if self.season else 0)
 
 
-def inputs(spec: Spec, z, times):
-  """``[b, l, d]`` inputs from scaled values ``z: [b, l]`` at positions ``times: [b, l]``."""
-  x = jnp.asarray(z, jnp.float32)[..., None]
-  if not spec.season:
-    return x
-  angle = 2 * jnp.pi * (jnp.asarray(times) % spec.season) / spec.season
-  return jnp.concatenate([x, jnp.sin(angle)[..., None].astype(jnp.float32),
-                          jnp.cos(angle)[..., None].astype(jnp.float32)], axis=-1)
+def inputs(spec: Spec, z, times, previous=None):
+  """``[b, l, d]`` inputs from scaled values ``z: [b, l]`` at positions ``times: [b, l]``.
+
+  ``previous: [b]`` is the value before ``z[:, 0]``; None: the first change is taken as 0.
+  """
+  z = jnp.asarray(z, jnp.float32)
+  cols = [z] if spec.level else []
+  if spec.difference:
+    before = z[:, :1] if previous is None else jnp.asarray(previous, jnp.float32)[:, None]
+    cols.append(z - jnp.concatenate([before, z[:, :-1]], axis=1))
+  if spec.season:
+    angle = 2 * jnp.pi * (jnp.asarray(times) % spec.season) / spec.season
+    cols += [jnp.sin(angle).astype(jnp.float32), jnp.cos(angle).astype(jnp.float32)]
+  return jnp.stack(cols, axis=-1)
 
 
 def init(key, spec: Spec) -> dict:
@@ -114,14 +130,15 @@ def forecast_recursive(spec: Spec, params, z, times, horizon: int, key=None):
   first = draw(0, mean[:, -1], logvar[:, -1])
 
   def step(state, k):
-    carry, value = state
-    x = inputs(spec, value[:, None], (t_last + k)[:, None])[:, 0]
+    carry, previous, value = state
+    x = inputs(spec, value[:, None], (t_last + k)[:, None], previous)[:, 0]
     carry, h = cell.step(params["cell"], carry, cell.project(params["cell"], x))
     (m, lv), _ = _heads(spec, params, h, value)
     nxt = draw(k, m, lv)
-    return (carry, nxt), nxt
+    return (carry, value, nxt), nxt
 
-  _, rest = jax.lax.scan(step, (carry, first), jnp.arange(1, horizon))
+  last = jnp.asarray(z, jnp.float32)[:, -1]
+  _, rest = jax.lax.scan(step, (carry, last, first), jnp.arange(1, horizon))
   return jnp.concatenate([first[:, None], rest.T], axis=1)
 
 

@@ -27,7 +27,7 @@ from seqjax import train
 METHODS = ("recursive", "direct", "persistence", "seasonal_naive", "ar", "sarima")
 _NAMES = {"recursive": "{cell}, recursive", "direct": "{cell}, direct head",
           "persistence": "persistence", "seasonal_naive": "seasonal-naive",
-          "ar": "linear AR({order})", "sarima": "SARIMA"}
+          "ar": "linear AR({order})", "sarima": "SARIMA{sarima}"}
 
 
 def cpu_name() -> str:
@@ -50,7 +50,8 @@ def markdown(summaries: dict) -> str:
       if method not in s["table"]:
         continue
       row = s["table"][method]
-      name = _NAMES[method].format(cell=s["cell"].upper(), order=s["ar_order"])
+      name = _NAMES[method].format(cell=s["cell"].upper(), order=s["ar_order"],
+                                   sarima=s.get("sarima_orders", ""))
       fmt = lambda metric: " / ".join(f"{row[metric][h]:.3f}" for h in hs)
       lines.append(f"| {series} | {name} | {' / '.join(hs)} | {fmt('mase')} | {fmt('mae')} | "
                    f"{fmt('rmse')} |")
@@ -74,6 +75,8 @@ def run_all(workdir: str, data_dir: str = "", cell: str = "lstm", variants=None,
     result = train.run(experiment.make_experiment(config, run_dir), config, run_dir)
     seconds[config.series] = round(time.time() - start, 1)
     result["ar_order"] = config.ar_order
+    result["sarima_orders"] = "".join(f"({o})" for o in (config.sarima_order,
+                                                         config.sarima_seasonal_order) if o)
     summaries[config.series] = result
     for plot in ("forecast", "error_by_horizon"):
       src = os.path.join(run_dir, f"{plot}.png")

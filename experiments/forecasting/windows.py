@@ -36,31 +36,37 @@ def make_splits(n: int, val_size: int, test_size: int) -> Splits:
   return Splits(train_end=n - val_size - test_size, val_end=n - test_size, n=n)
 
 
+# Variance-stabilising transforms f and their inverses: log for a multiplicative season, sqrt for
+# counts (sunspot numbers), none.
+_TRANSFORMS = {"none": (lambda y: y, lambda y: y), "log": (np.log, np.exp),
+               "sqrt": (np.sqrt, lambda y: np.square(np.maximum(y, 0.0)))}
+
+
 @dataclasses.dataclass(frozen=True)
 class Scaler:
-  """``z = (f(y) - mean) / std`` with ``f`` = log when ``log``; fitted on the training split."""
+  """``z = (f(y) - mean) / std`` with ``f`` one of "none", "log", "sqrt"; fitted on training data."""
   mean: float
   std: float
-  log: bool
+  transform_name: str = "none"
 
   def transform(self, values: np.ndarray) -> np.ndarray:
-    values = np.asarray(values, np.float64)
-    return ((np.log(values) if self.log else values) - self.mean) / self.std
+    return (_TRANSFORMS[self.transform_name][0](np.asarray(values, np.float64)) - self.mean) / self.std
 
   def inverse(self, z: np.ndarray) -> np.ndarray:
-    y = np.asarray(z, np.float64) * self.std + self.mean
-    return np.exp(y) if self.log else y
+    return _TRANSFORMS[self.transform_name][1](np.asarray(z, np.float64) * self.std + self.mean)
 
 
-def fit_scaler(values: np.ndarray, splits: Splits, log: bool = False) -> Scaler:
+def fit_scaler(values: np.ndarray, splits: Splits, transform: str = "none") -> Scaler:
   """Mean and standard deviation of the training split alone (never validation or test)."""
+  if transform not in _TRANSFORMS:
+    raise ValueError(f"unknown transform {transform!r}; use one of {', '.join(_TRANSFORMS)}")
   train = np.asarray(values[:splits.train_end], np.float64)
-  if log and np.any(train <= 0):
-    raise ValueError("log scaling needs positive values; the training split has "
+  if (transform == "log" and np.any(train <= 0)) or (transform == "sqrt" and np.any(train < 0)):
+    raise ValueError(f"the {transform} transform needs positive values; the training split has "
                      f"{int(np.sum(train <= 0))} values <= 0")
-  train = np.log(train) if log else train
+  train = _TRANSFORMS[transform][0](train)
   std = float(np.std(train))
-  return Scaler(mean=float(np.mean(train)), std=std if std > 0 else 1.0, log=log)
+  return Scaler(mean=float(np.mean(train)), std=std if std > 0 else 1.0, transform_name=transform)
 
 
 def shifted_windows(series: np.ndarray, length: int, horizon: int = 1, starts=None):

@@ -135,6 +135,19 @@ def test_recursive_and_direct_forecasts_agree_with_a_linear_model():
   np.testing.assert_allclose(ar, expected[:1], rtol=1e-6)
 
 
+def test_recursive_forecast_is_the_one_step_model_fed_its_own_predictions():
+  # Given an LSTM reading value, change and season phase, the k-th recursive forecast equals the
+  # many-to-many one-step mean over the context extended by the first k - 1 forecasts.
+  spec = model.Spec("lstm", 4, 3, season=12, level=True, difference=True)
+  params = model.init(np.asarray([0, 3], np.uint32), spec)
+  z = np.random.default_rng(0).normal(size=(2, 6)).astype(np.float32)
+  times = np.tile(np.arange(10, 16), (2, 1))
+  recursive = np.asarray(model.forecast_recursive(spec, params, z, times, 4))
+  extended = np.concatenate([z, recursive[:, :3]], axis=1)
+  (mean, _), _, _ = model.apply(spec, params, extended, np.tile(np.arange(10, 19), (2, 1)))
+  np.testing.assert_allclose(recursive, np.asarray(mean)[:, 5:], rtol=1e-5, atol=1e-6)
+
+
 def test_smoke_variant_end_to_end(tmp_path):
   config = forecasting_config.get_config("smoke")
   (tmp_path / "data").mkdir()
