@@ -3,7 +3,7 @@
   python -m experiments.forecasting.table --workdir runs/forecasting
 
 trains the three series one after another and writes the whole table (``table.md``,
-``results.json``, plots; about 2.5 minutes on a 2-core CPU, 4.7 with statsmodels' SARIMA; the
+``results.json``, plots; about 2 minutes on a 2-core CPU with statsmodels' SARIMA; the
 airline direct head scores test MASE 0.699 / 0.555 at horizons 1 / 12, README.md). One series::
 
   python -m experiments.forecasting --workdir runs/forecast-airline

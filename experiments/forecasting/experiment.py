@@ -81,19 +81,27 @@ class Forecaster:
     need = max(self.config.window, self.config.ar_order, self.config.season)
     return windows.origins(self.splits, split, need)
 
-  def forecasts(self, params, values: np.ndarray, origin_idx: np.ndarray) -> dict:
-    """``{method: [o, H]}`` in the series' units; origin ``t`` reads ``values[: t + 1]`` only."""
+  def forecasts(self, params, values: np.ndarray, origin_idx: np.ndarray,
+                baselines: bool = True) -> dict:
+    """``{method: [o, H]}`` in the series' units; origin ``t`` reads ``values[: t + 1]`` only.
+
+    ``baselines=False``: the model's two forecasts alone (the periodic validation).
+    """
     cfg, h = self.config, self.config.max_horizon
     z = self.scaler.transform(values)
     ctx, times = model.origin_inputs(z, origin_idx, cfg.window)
     out = {
         "recursive": self.scaler.inverse(np.asarray(_recursive(self.spec, params, ctx, times, h))),
         "direct": self.scaler.inverse(np.asarray(_direct(self.spec, params, ctx, times)[0])),
+    }
+    if not baselines:
+      return out
+    out.update({
         "persistence": metrics.persistence(values, origin_idx, h),
         "seasonal_naive": metrics.seasonal_naive(values, origin_idx, h, cfg.season),
         "ar": self.scaler.inverse(metrics.ar_forecast(
             self.ar_coef, z, origin_idx, cfg.ar_order, self.spec.season or None, h)),
-    }
+    })
     if cfg.sarima_order:
       sarima = metrics.sarima_forecast(values, self.splits, origin_idx, h,
                                        _orders(cfg.sarima_order),
@@ -103,13 +111,13 @@ class Forecaster:
         out["sarima"] = sarima
     return out
 
-  def score(self, params, values: np.ndarray, split: str) -> dict:
+  def score(self, params, values: np.ndarray, split: str, baselines: bool = True) -> dict:
     """``{method: {"mae"|"rmse"|"mase": [H]}}`` on the origins of ``split``."""
     origin_idx = self.origins(split)
     actual = windows.actuals(values, origin_idx, self.config.max_horizon,
                              self.splits.bounds(split)[1])
     return {name: metrics.by_horizon(f, actual, self.scale)
-            for name, f in self.forecasts(params, values, origin_idx).items()}
+            for name, f in self.forecasts(params, values, origin_idx, baselines).items()}
 
 
 _recursive = jax.jit(model.forecast_recursive, static_argnums=(0, 4))
@@ -152,16 +160,19 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     mse = jnp.sum((m1 - batch["next"]) ** 2) / train.global_sum(jnp.float32(one.size))
     return one_share + config.direct_weight * ahead_share, {"one_step_mse": mse}
 
+  test_mase = {}  # filled by results(), read by plot(): SARIMA's refits are slow
+
   def init(rng):
     return model.init(rng, spec)
 
   def evaluate(params, step):  # pylint: disable=unused-argument
-    scores = fc.score(params, values, "validation")
+    scores = fc.score(params, values, "validation", baselines=False)
     return {f"eval/mase_h1_{name}": float(scores[name]["mase"][0])
             for name in ("recursive", "direct")}
 
   def results(params, history):  # pylint: disable=unused-argument
     scores = fc.score(params, values, "test")
+    test_mase.update({name: s["mase"] for name, s in scores.items()})
     horizons = report_horizons(config)
     table = {name: {metric: {str(h): float(v[h - 1]) for h in horizons}
                     for metric, v in s.items()} for name, s in scores.items()}
@@ -197,7 +208,8 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     return float(np.sum(inside & valid) / np.sum(valid))
 
   def plot(workdir, params, history):  # pylint: disable=unused-argument
-    mase = {name: s["mase"] for name, s in fc.score(params, values, "test").items()}
+    # The test scores of results() (which runs first); computed afresh only if it did not run.
+    mase = test_mase or {name: s["mase"] for name, s in fc.score(params, values, "test").items()}
     origin = fc.origins("test")[:1]
     z = fc.scaler.transform(values)
     ctx, pos = model.origin_inputs(z, origin, config.window)
