@@ -17,9 +17,10 @@ import io
 import math
 import os
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+
+from seqjax.data import builders
 
 URL = "https://raw.githubusercontent.com/jbrownlee/Datasets/master/"
 # Split name -> CSV file name (the same in a local folder and at URL).
@@ -65,25 +66,12 @@ def read_series(path) -> tuple[list[str], np.ndarray]:
     return parse_csv(f.read(), os.path.basename(path))
 
 
-class Timeseries(tfds.core.GeneratorBasedBuilder):
+class Timeseries(builders.FolderOrDownload):
   """The three series; see the module docstring."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "airline passengers, monthly sunspots, daily minimum temperatures."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds finds a builder's file through the importlib_resources backport, which it does not
-    # install on Python >= 3.9; the answer is simply this file.
-    return epath.Path(__file__)
-
-  def __init__(self, *, source_dir: str | None = None, **kwargs):
-    """``source_dir``: local folder with the three CSV files (None downloads them)."""
-    if source_dir is not None and not os.path.isdir(source_dir):
-      raise FileNotFoundError(f"time-series source_dir {source_dir!r} is not a folder")
-    self._source_dir = source_dir
-    super().__init__(**kwargs)
+  SOURCE_NAME = "time-series"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -128,13 +116,7 @@ def load(data_dir: str, source_dir: str | None = None) -> dict[str, tuple[list[s
       if os.path.exists(path):
         read_series(path)
   builder = Timeseries(source_dir=source_dir, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
-  sources = builder.as_data_source()
-  out = {}
-  for split in SERIES:
-    source = sources[split]
-    records = sorted(source.__getitems__(list(range(len(source)))), key=lambda r: int(r["index"]))
-    times = [r["time"].decode() if isinstance(r["time"], bytes) else str(r["time"])
-             for r in records]
-    out[split] = (times, np.asarray([float(r["value"]) for r in records], np.float64))
-  return out
+  records = builders.prepare(builder, SERIES)
+  return {split: ([builders.text(r["time"]) for r in rows],
+                  np.asarray([float(r["value"]) for r in rows], np.float64))
+          for split, rows in records.items()}

@@ -16,9 +16,10 @@ from __future__ import annotations
 import gzip
 import os
 
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+
+from seqjax.data import builders
 
 URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
 # tfds split name -> file stem in the multi30k repository.
@@ -55,25 +56,12 @@ def _read_lines(path) -> list[str]:
   return [line.rstrip("\r") for line in lines]
 
 
-class Multi30k(tfds.core.GeneratorBasedBuilder):
+class Multi30k(builders.FolderOrDownload):
   """Multi30k task 1 De-En; see the module docstring."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Task 1 raw files: train, val, test_2016_flickr."}
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # tfds finds a builder's file through the importlib_resources backport, which it does not
-    # install on Python >= 3.9; the answer is simply this file.
-    return epath.Path(__file__)
-
-  def __init__(self, *, source_dir: str | None = None, **kwargs):
-    """``source_dir``: local folder with the raw files (None downloads them)."""
-    if source_dir is not None and not os.path.isdir(source_dir):
-      raise FileNotFoundError(f"Multi30k source_dir {source_dir!r} is not a folder")
-    self._source_dir = source_dir
-    super().__init__(**kwargs)
+  SOURCE_NAME = "Multi30k"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -123,16 +111,6 @@ def load(data_dir: str, source_dir: str | None = None) -> dict[str, list[tuple[s
     Each split's pairs in file order.
   """
   builder = Multi30k(source_dir=source_dir, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare()
-  sources = builder.as_data_source()
-  out = {}
-  for split in SPLITS:
-    source = sources[split]
-    records = source.__getitems__(list(range(len(source)))) if len(source) else []
-    records = sorted(records, key=lambda r: int(r["index"]))
-    out[split] = [(_text(r["de"]), _text(r["en"])) for r in records]
-  return out
-
-
-def _text(value) -> str:
-  return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+  records = builders.prepare(builder, SPLITS)
+  return {split: [(builders.text(r["de"]), builders.text(r["en"])) for r in records[split]]
+          for split in SPLITS}
