@@ -87,6 +87,8 @@ def get_config(arg: str = ""):
     # One padded length: one program to compile for training and one for tagging.
     config.buckets = "128"
     config.warmup_steps = 0
+    # Large steps so that a few of them visibly lower the loss.
+    config.learning_rate = 0.02
     config.num_steps = 24
     config.log_every = 6
     config.eval_every = 12
