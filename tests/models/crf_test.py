@@ -62,8 +62,9 @@ def test_log_partition_matches_enumeration():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_viterbi_matches_enumeration_and_pads():
-  params, e = _params(2), _emissions(3)
+@pytest.mark.parametrize("seed", [2, 12, 22])
+def test_viterbi_matches_enumeration_and_pads(seed):
+  params, e = _params(seed), _emissions(seed + 1)
   tags, scores = _viterbi(params, e, LENGTHS, pad_tag=-7)
   tags, scores = np.asarray(tags), np.asarray(scores)
   for row, (_, path, best) in enumerate(_brute(params, e)):
