@@ -61,7 +61,13 @@ def main(argv=None):
       run_dir = os.path.join(args.workdir, f"{cell}-t{lag}")
       start = time.time()
       result = train.run(experiment.make_experiment(config, run_dir), config, run_dir)
-      result["wall_seconds"] = round(time.time() - start, 1)
+      # The training's wall time, kept with the run so a rerun that only reuses it keeps it.
+      wall_path = os.path.join(run_dir, "wall_seconds.json")
+      if not os.path.exists(wall_path):
+        with open(wall_path, "w") as f:
+          json.dump(round(time.time() - start, 1), f)
+      with open(wall_path) as f:
+        result["wall_seconds"] = json.load(f)
       rows.append(result)
       histories.setdefault(lag, {})[cell] = workdir_lib.read_metrics(run_dir)
   for lag, runs in histories.items():

@@ -81,7 +81,9 @@ def measure(config, cell, params, xs, ys) -> dict:
 
   norms = probes.state_gradient_norms(cell, params["cell"], xs, loss_of_state, lags)
   values = probes.singular_values(params["cell"]["w_hh"])
+  tanh = cell.name == "rnn" and cell.nonlinearity == "tanh"
   return {"norms": norms.tolist(), "rate": probes.fit_rate(lags, norms, config.fit_min_lag),
+          "tanh_predicted_rate": probes.tanh_rate(cell, params["cell"], xs) if tanh else None,
           "singular_values": values.tolist(), "sigma_max": float(values[0]),
           "spectral_radius": float(np.max(np.abs(np.linalg.eigvals(
               np.asarray(params["cell"]["w_hh"], np.float64)))))

@@ -19,8 +19,9 @@ def _fmt(x, digits=4):
 def markdown(models: dict, cliff_loss: dict) -> str:
   """One row per model: matrix spectrum, fitted rates, adding MSE after training."""
   lines = ["| model | spectral radius / largest singular value of W_hh (init) | rate at init | "
-           "rate after training | largest singular value after training | adding eval MSE "
-           "after training (baseline) |", "|---|---|---|---|---|---|"]
+           "tanh RNN: sigma_max x RMS tanh' (init) | rate after training | largest singular "
+           "value after training | tanh RNN: sigma_max x RMS tanh' (trained) | adding eval MSE "
+           "after training (baseline) |", "|---|---|---|---|---|---|---|---|"]
   for name, m in models.items():
     init, trained = m["init"], m.get("trained")
     radius = init["spectral_radius"]
@@ -30,8 +31,11 @@ def markdown(models: dict, cliff_loss: dict) -> str:
     sigma = trained["sigma_max"] if trained else None
     mse = (f"{m['adding_eval_mse']:.4f} ({m['adding_baseline_mse']:.4f})" if trained
            else "not trained")
-    lines.append(f"| {name} | {spectrum} | {_fmt(init['rate'])} | {_fmt(after)} | "
-                 f"{_fmt(sigma)} | {mse} |")
+    predicted = _fmt(init.get("tanh_predicted_rate")) if init.get("tanh_predicted_rate") else "-"
+    predicted_after = (_fmt(trained.get("tanh_predicted_rate"))
+                       if trained and trained.get("tanh_predicted_rate") else "-")
+    lines.append(f"| {name} | {spectrum} | {_fmt(init['rate'])} | {predicted} | {_fmt(after)} | "
+                 f"{_fmt(sigma)} | {predicted_after} | {mse} |")
   lines.append("")
   lines.append(f"Cliff: final loss after plain steps {cliff_loss['plain']:.4f}, after clipped "
                f"steps {cliff_loss['clipped']:.4f}.")
@@ -65,6 +69,7 @@ def rates(models: dict, path: str) -> None:
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(12, 4.5))
   names = list(models)
+  labelled = set()
   for i, name in enumerate(names):
     for phase, shift, colour in (("init", -0.15, "tab:blue"), ("trained", 0.15, "tab:orange")):
       if phase not in models[name]:
@@ -72,8 +77,10 @@ def rates(models: dict, path: str) -> None:
       m = models[name][phase]
       sv = np.asarray(m["singular_values"])
       ax.scatter(np.full(sv.size, i + shift), sv, s=6, color=colour, alpha=0.4)
+      label = None if phase in labelled else f"fitted gradient rate ({phase})"
+      labelled.add(phase)
       ax.scatter([i + shift], [m["rate"]], marker="*", s=140, color=colour, edgecolor="k",
-                 label=None if i else f"fitted rate ({'init' if phase == 'init' else 'trained'})")
+                 label=label)
   ax.scatter([], [], s=6, color="gray", label="singular values of W_hh (blue: init, orange: "
              "trained)")
   ax.axhline(1.0, color="gray", linestyle=":")
@@ -92,9 +99,11 @@ def cliff(ws, bs, surface, plain, clipped, config, path: str) -> None:
   fig, ax = plt.subplots(figsize=(6.5, 5.5))
   mesh = ax.pcolormesh(ws, bs, np.log10(surface + 1e-6), shading="auto", cmap="viridis")
   fig.colorbar(mesh, ax=ax, label="log10 loss")
-  for path_, colour, label in ((plain, "red", "plain gradient steps"),
-                               (clipped, "white", f"clipped to norm {config.cliff_clip:g}")):
-    ax.plot(path_[:, 0], path_[:, 1], "o-", color=colour, ms=3, lw=1, label=label)
+  # Clipped first: where the two paths coincide the plain one stays visible on top.
+  for path_, colour, label, size in (
+      (clipped, "white", f"clipped to norm {config.cliff_clip:g}", 5),
+      (plain, "red", "plain gradient steps", 2)):
+    ax.plot(path_[:, 0], path_[:, 1], "o-", color=colour, ms=size, lw=1, label=label)
   ax.plot(*plain[0], "k*", ms=12, label="start")
   ax.set(xlabel="recurrent weight w", ylabel="bias b", xlim=(ws[0], ws[-1]), ylim=(bs[0], bs[-1]),
          title=f"h_t = tanh(w h_(t-1) + b), loss (h_{config.cliff_steps} - "

@@ -75,6 +75,19 @@ def fit_rate(lags, norms, min_lag: int = 1) -> float:
   return float(np.exp(slope))
 
 
+def tanh_rate(cell: cells.Cell, params, xs) -> float:
+  """The tanh RNN's expected per-step factor: ``sigma_max(W) * RMS tanh'``, geometric mean over steps.
+
+  One step multiplies the gradient by ``W diag(1 - h_t^2)``; for a scaled orthogonal ``W`` and a
+  gradient spread over the units that shrinks its norm by ``sigma * RMS_units(1 - h_t^2)``.
+  ``xs: [b, t, d]``; the RMS is over examples and units at each step.
+  """
+  hs, _ = recurrent.unroll(cell, params, np.asarray(xs, np.float32), impl="scan")
+  slope = 1.0 - np.asarray(hs, np.float64) ** 2  # tanh' at every step: [b, t, h]
+  rms = np.sqrt(np.mean(slope ** 2, axis=(0, 2)))  # [t]
+  return float(singular_values(params["w_hh"])[0] * np.exp(np.mean(np.log(rms))))
+
+
 def scaled_orthogonal(key, hidden_size: int, radius: float) -> jax.Array:
   """``radius`` times a random orthogonal matrix ``[h, h]``: spectral radius and every singular
   value equal ``radius``, so the rate theory predicts is unambiguous."""
