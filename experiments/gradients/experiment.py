@@ -52,7 +52,8 @@ def adding_setup(config, name: str):
   cfg.hidden_size = config.hidden_size
   cfg.seed = config.seed
   cfg.num_steps = config.train_steps
-  cfg.eval_every = cfg.log_every = cfg.checkpoint_every = max(1, config.train_steps // 4)
+  cfg.eval_every = cfg.log_every = max(1, config.train_steps // 4)
+  cfg.checkpoint_every = config.train_steps  # only the final state is needed
   cfg.eval_size = 200
   exp = adding.make_experiment(cfg, "")
   if kind in ("linear", "tanh"):
