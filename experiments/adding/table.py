@@ -178,7 +178,12 @@ def main(argv=None):
       if os.path.exists(os.path.join(run_dir, "config.json")):
         rows.append(summarise(run_dir, cell, seq_len, args.max_steps, seconds))
         previous[(cell, seq_len)] = rows[-1]
-      # Runs of other invocations sharing the workdir stay in the summary.
+      # Runs of other invocations sharing the workdir stay in the summary (reread: another
+      # invocation may have written since this one started).
+      if os.path.exists(summary_path):
+        with open(summary_path) as f:
+          previous = {**{(r["cell"], r["seq_len"]): r for r in json.load(f)["runs"]},
+                      **{(r["cell"], r["seq_len"]): r for r in rows}}
       with open(summary_path, "w") as f:
         json.dump({"hardware": cpu_name(), "date": time.strftime("%Y-%m-%d"),
                    "runs": list(previous.values())}, f, indent=1)
