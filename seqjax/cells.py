@@ -134,7 +134,8 @@ def rnn_step(params: Params, carry: jax.Array, gx_t: jax.Array, nonlinearity: st
   """``carry: [b, h]``, ``gx_t: [b, h]`` -> ``(h_t, h_t)``."""
   dtype = compute_dtype(gx_t.dtype, carry.dtype)
   pre = gx_t + _recurrent_matmul(carry, params["w_hh"]) + params["b_hh"].astype(dtype)
-  h = jnp.tanh(pre) if nonlinearity == "tanh" else jax.nn.relu(pre)
+  # "linear" (no nonlinearity) makes backpropagation through time a pure matrix power.
+  h = {"tanh": jnp.tanh, "relu": jax.nn.relu, "linear": lambda v: v}[nonlinearity](pre)
   h = h.astype(carry.dtype)
   return h, h
 
@@ -298,7 +299,7 @@ class Cell:
 
   Attributes:
     name: one of :data:`CELL_NAMES`.
-    nonlinearity: ``"tanh"`` or ``"relu"`` (Elman RNN only; IRNN is always ReLU).
+    nonlinearity: ``"tanh"``, ``"relu"`` or ``"linear"`` (Elman RNN only; IRNN is always ReLU).
     forget_bias: added to the forget-gate bias at init (LSTM family only).
     reset_after: GRU candidate-gate convention, see :func:`gru_step`.
   """
@@ -311,8 +312,9 @@ class Cell:
   def __post_init__(self):
     if self.name not in _GATES:
       raise ValueError(f"unknown cell {self.name!r}; known cells: {', '.join(CELL_NAMES)}")
-    if self.nonlinearity not in ("tanh", "relu"):
-      raise ValueError(f"unknown nonlinearity {self.nonlinearity!r}; use 'tanh' or 'relu'")
+    if self.nonlinearity not in ("tanh", "relu", "linear"):
+      raise ValueError(f"unknown nonlinearity {self.nonlinearity!r}; use 'tanh', 'relu' or "
+                       "'linear'")
 
   @property
   def gates(self) -> int:

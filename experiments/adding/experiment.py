@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import cells
+from seqjax import kernels
 from seqjax import recurrent
 from seqjax import train
 
@@ -43,12 +44,27 @@ def make_examples(rng: np.random.Generator, n: int, seq_len: int):
   return xs, ys.astype(np.float32)
 
 
+def make_cell(config) -> cells.Cell:
+  """The config's cell; the forget-gate bias applies to the LSTM family only."""
+  lstm = config.cell in ("lstm", "peephole_lstm", "coupled_lstm")
+  return cells.get_cell(config.cell, **({"forget_bias": config.forget_bias} if lstm else {}))
+
+
+def kernel_settings(config) -> kernels.Settings:
+  """``config.native_kernels`` ("auto" or "off") as the recurrent layer's kernel settings."""
+  if config.native_kernels not in ("auto", "off"):
+    raise ValueError(f"config.native_kernels must be 'auto' or 'off', got "
+                     f"{config.native_kernels!r}")
+  return kernels.Settings(native=None if config.native_kernels == "auto" else False)
+
+
 def make_experiment(config, workdir: str) -> train.Experiment:
   """The adding problem as a :class:`seqjax.train.Experiment` (``workdir`` is the runtime's own)."""
   del workdir  # the plots get it from the runtime
-  cell = cells.get_cell(config.cell)
+  cell = make_cell(config)
   if config.hidden_size <= 0:
     raise ValueError(f"config.hidden_size must be > 0, got {config.hidden_size}")
+  settings = kernel_settings(config)
 
   def init(rng):
     k_cell, k_out = jax.random.split(rng)
@@ -59,7 +75,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
 
   def predict(params, xs):
     """``xs: [b, t, 2]`` -> ``[b]`` predicted sums."""
-    _, carry = recurrent.unroll(cell, params["cell"], xs)
+    _, carry = recurrent.unroll(cell, params["cell"], xs, kernel_settings=settings)
     h = cells.output_of(carry)
     return (h @ params["w_out"] + params["b_out"])[:, 0]
 

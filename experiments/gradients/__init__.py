@@ -1,0 +1,1 @@
+"""Vanishing and exploding gradients, made visible; run ``python -m experiments.gradients``."""
