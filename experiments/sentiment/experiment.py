@@ -177,7 +177,9 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   def plot(workdir, params, history):  # pylint: disable=unused-argument
     split = "validation"
     seed = 0
-    best_params = best.params(seed) or jax.tree.map(lambda x: x[seed], params["model"])
+    best_params = best.params(seed, params["model"])
+    if best_params is None:
+      best_params = jax.tree.map(lambda x: x[seed], params["model"])
     for name, d in data.evals.items():
       pred = best.predictions(seed, name)
       scoring.write_predictions(os.path.join(workdir, _pred_name(name)), d, pred, data.labels)
@@ -193,7 +195,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
       batch = encoding.make_batch(d, picks, 1)
       one = jax.tree.map(lambda x: x[None], best_params)
       logits, weights = predict_fn(one, batch["tokens"], batch["lengths"])
-      tokens = [[data.tokenizer.piece(t) for t in d.ids[i]] for i in picks]
+      tokens = [_shown_tokens(data.tokenizer, d.texts[i], d.ids[i]) for i in picks]
       plots.attention(os.path.join(workdir, "attention.png"), tokens,
                       np.asarray(weights)[0], d.labels[picks],
                       np.argmax(np.asarray(logits)[0], -1), data.labels)
@@ -202,6 +204,15 @@ def make_experiment(config, workdir: str) -> train.Experiment:
                           get_batch=get_batch, evaluate=evaluate, results=results, plot=plot,
                           optimizer=train.make_optimizer(config, per_model_clip=True),
                           loss_reduction="global")
+
+
+def _shown_tokens(tokenizer, text: str, ids) -> list[str]:
+  """The words as written (unknown ones too) for a word tokeniser, else the subword pieces."""
+  if hasattr(tokenizer, "split"):
+    words = tokenizer.split(text, tokenizer.lowercase)[:len(ids)]
+    if len(words) == len(ids):
+      return words
+  return [tokenizer.piece(t) for t in ids]
 
 
 def _pred_name(split: str) -> str:

@@ -35,37 +35,42 @@ def measure(config, workdir: str, steps: int) -> dict:
   data = experiment.Data(config, workdir)
   state, train_step = loop.make_training(exp, config)
   p_step = jax.pmap(train_step, axis_name=loop.AXIS)
-  state = jax.device_put_replicated(state, jax.local_devices()[:1])
-  out = {}
+  state = loop._replicate(state, 1)  # pylint: disable=protected-access
+  out, samples = {}, {}
   for name, bucketed in (("bucketed", True), ("plain", False)):
     buckets = bucketing.LengthBuckets(data.train.lengths, config.batch_size, config.seed,
                                       bucketed)
-    cost = bucketing.padding_cost(buckets, 0, config.pad_multiple)
     epoch = buckets.epoch(0)
-    rng = np.random.default_rng(0)
-    sample = epoch[rng.choice(len(epoch), min(steps, len(epoch)), replace=False)]
-    batches = []
-    for rows in sample:
-      batch = encoding.make_batch(data.train, rows, config.pad_multiple)
-      del batch["index"]
-      batches.append(jax.tree.map(lambda x: x[None], batch))
+    picks = np.random.default_rng(0).choice(len(epoch), min(steps, len(epoch)), replace=False)
+    samples[name] = [_device_batch(data.train, rows, config.pad_multiple)
+                     for rows in epoch[picks]]
+    out[name] = {**bucketing.padding_cost(buckets, 0, config.pad_multiple),
+                 "batches_per_epoch": buckets.batches_per_epoch}
     compile_start = time.perf_counter()
-    for length in sorted({b["tokens"].shape[-1] for b in batches}):
-      warm = next(b for b in batches if b["tokens"].shape[-1] == length)
+    for length in sorted({b["tokens"].shape[-1] for b in samples[name]}):
+      warm = next(b for b in samples[name] if b["tokens"].shape[-1] == length)
       jax.block_until_ready(p_step(state, warm))
-    compile_s = time.perf_counter() - compile_start
-    times = []
-    for batch in batches:
+    out[name]["compile_s"] = time.perf_counter() - compile_start
+  # The two batchings take turns, step by step, so a change in the machine's load (other jobs
+  # share the cores) touches both alike.
+  times = {name: [] for name in samples}
+  for i in range(min(len(s) for s in samples.values())):
+    for name in samples:
       start = time.perf_counter()
-      state, metrics = p_step(state, batch)
+      state, metrics = p_step(state, samples[name][i])
       jax.block_until_ready(metrics)
-      times.append(time.perf_counter() - start)
-    out[name] = {**cost, "batches_per_epoch": buckets.batches_per_epoch,
-                 "timed_steps": len(times), "step_ms_mean": 1e3 * float(np.mean(times)),
-                 "step_ms_median": 1e3 * float(np.median(times)),
-                 "epoch_s_estimate": float(np.mean(times)) * buckets.batches_per_epoch,
-                 "compile_s": compile_s}
+      times[name].append(time.perf_counter() - start)
+  for name, t in times.items():
+    out[name].update({"timed_steps": len(t), "step_ms_mean": 1e3 * float(np.mean(t)),
+                      "step_ms_median": 1e3 * float(np.median(t)),
+                      "epoch_s_estimate": float(np.mean(t)) * out[name]["batches_per_epoch"]})
   return out
+
+
+def _device_batch(data, rows, multiple):
+  batch = encoding.make_batch(data, rows, multiple)
+  del batch["index"]
+  return jax.tree.map(lambda x: x[None], batch)  # one device's slice, as run() feeds pmap
 
 
 def markdown(result: dict) -> str:

@@ -52,7 +52,6 @@ class BestEpochs:
     self.score = np.full(num_seeds, -1.0)
     self.preds = {s: np.zeros((num_seeds, len(d)), np.int64) for s, d in evals.items()}
     self.leaves: list[np.ndarray] | None = None
-    self._treedef = None
     if os.path.exists(path):
       with np.load(path) as f:
         self.step, self.score = f["step"], f["score"]
@@ -68,7 +67,7 @@ class BestEpochs:
 
   def update(self, step: int, preds: dict, params) -> dict:
     """Records the epoch ending at ``step`` (``preds: {split: [S, n]}``); its eval metrics."""
-    leaves, self._treedef = jax.tree.flatten(params["model"])
+    leaves = jax.tree.leaves(params["model"])
     self.num_classes = int(np.asarray(params["model"]["head"]["b"]).shape[-1])
     metrics = {}
     for split, pred in preds.items():
@@ -100,11 +99,13 @@ class BestEpochs:
     np.savez(tmp, **arrays)
     os.replace(tmp, self.path)
 
-  def params(self, seed: int):
-    """The parameters of ``seed`` at its best epoch (None before any update)."""
-    if self.leaves is None or self._treedef is None:
+  def params(self, seed: int, like):
+    """The parameters of ``seed`` at its best epoch, in the tree of ``like`` (``[S, ...]``
+    leaves, e.g. the final ``params["model"]``); None before any epoch was scored."""
+    if self.leaves is None:
       return None
-    return jax.tree.unflatten(self._treedef, [leaf[seed] for leaf in self.leaves])
+    treedef = jax.tree.structure(like)
+    return jax.tree.unflatten(treedef, [leaf[seed] for leaf in self.leaves])
 
   def predictions(self, seed: int, split: str) -> np.ndarray:
     return self.preds[split][seed]
