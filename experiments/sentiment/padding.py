@@ -1,7 +1,7 @@
 """Length bucketing against plain padding: padded tokens per epoch and training step time.
 
   python -m experiments.sentiment.padding --workdir runs/padding \\
-      --data_dir ../shared/data/sst2 [--variant sst2] [--steps 40]
+      --data_dir ../shared/data/sst2 [--variant sst2] [--steps 40] [--num_seeds 1]
 
 For each batching (``bucketed``: sorted by length; ``plain``: random batches padded to their
 longest text) it counts real tokens and padded slots over one whole epoch (exact, from the
@@ -88,9 +88,11 @@ def main():
   parser.add_argument("--data_dir", default="")
   parser.add_argument("--variant", default="")
   parser.add_argument("--steps", type=int, default=40)
+  parser.add_argument("--num_seeds", type=int, default=0, help="seeds per step; 0 = the config's")
   args = parser.parse_args()
   config = config_lib.get_config(args.variant)
   config.data_dir = args.data_dir
+  config.num_seeds = args.num_seeds or config.num_seeds
   os.makedirs(args.workdir, exist_ok=True)
   try:
     result = measure(config, args.workdir, args.steps)
