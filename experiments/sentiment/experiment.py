@@ -141,7 +141,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   settings = kernel_settings(config)
   predict_fn = make_predict(spec, settings)
   best = scoring.BestEpochs(os.path.join(workdir, "best.npz"), config.num_seeds,
-                            data.evals, macro_f1=len(data.labels) > 2)
+                            data.evals, len(data.labels))
 
   def init(rng):
     keys = jax.random.split(rng, config.num_seeds)

@@ -45,9 +45,10 @@ class BestEpochs:
   evaluated before it stopped.
   """
 
-  def __init__(self, path: str, num_seeds: int, evals: dict, macro_f1: bool):
-    self.path, self.num_seeds, self.evals, self.use_f1 = path, num_seeds, evals, macro_f1
-    self.num_classes = 0
+  def __init__(self, path: str, num_seeds: int, evals: dict, num_classes: int):
+    self.path, self.num_seeds, self.evals = path, num_seeds, evals
+    # Macro-F1 beside accuracy when there are more than two classes (the tweets).
+    self.num_classes, self.use_f1 = num_classes, num_classes > 2
     self.step = np.zeros(num_seeds, np.int64)
     self.score = np.full(num_seeds, -1.0)
     self.preds = {s: np.zeros((num_seeds, len(d)), np.int64) for s, d in evals.items()}
@@ -68,7 +69,6 @@ class BestEpochs:
   def update(self, step: int, preds: dict, params) -> dict:
     """Records the epoch ending at ``step`` (``preds: {split: [S, n]}``); its eval metrics."""
     leaves = jax.tree.leaves(params["model"])
-    self.num_classes = int(np.asarray(params["model"]["head"]["b"]).shape[-1])
     metrics = {}
     for split, pred in preds.items():
       prefix = "" if split == SELECT_SPLIT else f"{split}_"

@@ -186,3 +186,9 @@ def test_smoke_end_to_end(sst2_slice, tmp_path):
   assert cost["bucketed"]["slots"] == cost["plain"]["slots"] == 16 // 2 * 32 * 64
   for name in ("confusion.png", "attention.png", "dev_curve.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 1000
+  # The same command again resumes the finished run: no step, the same selected epochs and
+  # scores (best.npz holds them), the files written again.
+  os.remove(os.path.join(workdir, "dev.pred.tsv"))
+  again = train.run(experiment.make_experiment(config, workdir), config, workdir)
+  assert again["per_seed"] == result["per_seed"]
+  assert os.path.exists(os.path.join(workdir, "dev.pred.tsv"))
