@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 
 from experiments.adding import config as config_lib
 from experiments.adding import experiment
+from seqjax.train import workdir as workdir_lib
 
 _CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
 # A table cell name -> (config variant prefix, extra overrides).
@@ -36,16 +36,6 @@ CELLS = {"lstm": ("", ["--config.cell=lstm"]), "gru": ("", ["--config.cell=gru"]
          "irnn_sgd": ("irnn-", [])}
 SOLVED = 0.1  # A run counts as solved below this fraction of the baseline MSE.
 
-
-def cpu_name() -> str:
-  """``lscpu``'s model name (or the platform's processor string) and the core count."""
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    name = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                if line.startswith("Model name"))
-  except (OSError, subprocess.CalledProcessError, StopIteration):
-    name = platform.processor() or "unknown CPU"
-  return f"{name}, {os.cpu_count()} cores"
 
 
 def baseline_mse(run_dir: str) -> float:
@@ -185,7 +175,7 @@ def main(argv=None):
           previous = {**{(r["cell"], r["seq_len"]): r for r in json.load(f)["runs"]},
                       **{(r["cell"], r["seq_len"]): r for r in rows}}
       with open(summary_path, "w") as f:
-        json.dump({"hardware": cpu_name(), "date": time.strftime("%Y-%m-%d"),
+        json.dump({"hardware": workdir_lib.cpu_name(), "date": time.strftime("%Y-%m-%d"),
                    "runs": list(previous.values())}, f, indent=1)
   with open(os.path.join(args.workdir, "table.md"), "w") as f:
     f.write(markdown(rows))

@@ -15,7 +15,6 @@ import json
 import os
 import time
 
-from experiments.adding import table as adding_table
 from experiments.copy_memory import config as config_lib
 from experiments.copy_memory import experiment
 from seqjax import train
@@ -74,7 +73,7 @@ def main(argv=None):
     experiment.curves(args.workdir, runs, experiment.baseline_cross_entropy(lag), lag,
                       name=f"learning_curves_t{lag}.png")
   with open(os.path.join(args.workdir, "results.json"), "w") as f:
-    json.dump({"hardware": adding_table.cpu_name(), "date": time.strftime("%Y-%m-%d"),
+    json.dump({"hardware": workdir_lib.cpu_name(), "date": time.strftime("%Y-%m-%d"),
                "runs": rows}, f, indent=1)
   with open(os.path.join(args.workdir, "table.md"), "w") as f:
     f.write(markdown(rows))

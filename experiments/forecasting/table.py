@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import subprocess
 import time
 
 import jax
@@ -23,22 +21,13 @@ import jax
 from experiments.forecasting import config as config_lib
 from experiments.forecasting import experiment
 from seqjax import train
+from seqjax.train import workdir as workdir_lib
 
 METHODS = ("recursive", "direct", "persistence", "seasonal_naive", "ar", "sarima")
 _NAMES = {"recursive": "{cell}, recursive", "direct": "{cell}, direct head",
           "persistence": "persistence", "seasonal_naive": "seasonal-naive",
           "ar": "linear AR({order})", "sarima": "SARIMA{sarima}"}
 
-
-def cpu_name() -> str:
-  """``lscpu``'s model name (or the platform's processor string) and the core count."""
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    name = next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                if line.startswith("Model name"))
-  except (OSError, subprocess.CalledProcessError, StopIteration):
-    name = platform.processor() or "unknown CPU"
-  return f"{name}, {os.cpu_count()} cores"
 
 
 def markdown(summaries: dict) -> str:
@@ -82,7 +71,7 @@ def run_all(workdir: str, data_dir: str = "", cell: str = "lstm", variants=None,
       src = os.path.join(run_dir, f"{plot}.png")
       if os.path.exists(src):
         shutil.copy(src, os.path.join(workdir, f"{config.series}_{plot}.png"))
-  combined = {"hardware": cpu_name(), "devices": [str(d) for d in jax.devices()],
+  combined = {"hardware": workdir_lib.cpu_name(), "devices": [str(d) for d in jax.devices()],
               "seconds": seconds, "total_seconds": round(sum(seconds.values()), 1),
               "series": summaries}
   with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -21,12 +21,12 @@ import numpy as np
 
 from experiments.adding import config as adding_config
 from experiments.adding import experiment as adding
-from experiments.adding import table as adding_table
 from experiments.gradients import cliff
 from experiments.gradients import plots
 from experiments.gradients import probes
 from seqjax import cells
 from seqjax import train
+from seqjax.train import workdir as workdir_lib
 
 _PROBE_STREAM = 2  # The probe batch is disjoint from the adding runs' train and eval streams.
 
@@ -135,7 +135,7 @@ def run(config, workdir: str) -> dict:
   results = {"config": json.loads(config.to_json()), "models": models,
              "cliff": {"plain_path": plain.tolist(), "clipped_path": clipped.tolist(),
                        "final_loss": final_loss},
-             "hardware": adding_table.cpu_name(), "date": time.strftime("%Y-%m-%d"),
+             "hardware": workdir_lib.cpu_name(), "date": time.strftime("%Y-%m-%d"),
              "wall_seconds": round(time.time() - start, 1)}
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump(results, f, indent=1)

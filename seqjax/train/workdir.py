@@ -22,6 +22,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import platform
+import subprocess
 from typing import Any
 
 from seqjax.train import config as config_lib
@@ -37,6 +39,18 @@ LOCK = ".lock"
 
 class WorkdirError(ValueError):
   """The workdir cannot be used (unwritable, or its config.json disagrees with this run)."""
+
+
+def cpu_name() -> str:
+  """``lscpu``'s model name (or the platform's processor string) and the core count, for the
+  ``hardware`` field of a results file."""
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    name = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                if line.startswith("Model name"))
+  except (OSError, subprocess.CalledProcessError, StopIteration):
+    name = platform.processor() or "unknown CPU"
+  return f"{name}, {os.cpu_count()} cores"
 
 
 def check_writable(workdir: str) -> None:
