@@ -23,7 +23,10 @@ PUBLISHED = {
     ("rnn", False): (35.0, "Le et al. 2015 (tanh RNN, 100 units)"),
     ("irnn", False): (97.0, "Le et al. 2015 (100 units)"),
     ("lstm", False): (98.2, "Arjovsky et al. 2016 (128 units)"),
+    ("gru", False): (96.2, "Bai et al. 2018, TCN paper (recalled, not checked)"),
     ("irnn", True): (82.0, "Le et al. 2015"),
+    ("rnn", True): (35.0, "Le et al. 2015"),
+    ("gru", True): (87.3, "Bai et al. 2018, TCN paper (recalled, not checked)"),
     ("lstm", True): (88.0, "Arjovsky et al. 2016"),
 }
 
