@@ -7,7 +7,7 @@ trains the LSTM (128 units, Adam 1e-3, clipping 1) and writes results.json (held
 and curves.png to the workdir. With only the 10,000 test images in ``data_dir`` (no
 ``train-*`` files) it trains on the first 9,000 and evaluates on the last 1,000
 (``config.split``). On 2 CPU cores crowded by other jobs (2026-12-03) the 3,600 steps did not fit:
-stopped at 900 steps (68 min) it scored 21.4% on those 1,000 images, far from the published
+stopped at 1,260 steps (82 min) it scored 21.2% on those 1,000 images, far from the published
 98.2% (60k training images); README.md gives the commands, times and accuracies. Other variants::
 
   python -m experiments.pixel_mnist --workdir runs/pixel-mnist-irnn \\
