@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from experiments.ner import conll
+from seqjax.data import bucketing
 
 PAD, UNK = 0, 1
 MAX_CHARS = 20
@@ -121,7 +122,7 @@ def bucket_length(n: int, buckets: Sequence[int] = BUCKETS) -> int:
   for b in buckets:
     if n <= b:
       return b
-  return -(-n // 32) * 32
+  return bucketing.round_up(n, 32)
 
 
 def make_batch(data: Encoded, indices: Sequence[int], rows: int,
@@ -169,7 +170,7 @@ class BucketedBatches:
     """``[batches_per_epoch, batch_size]`` sentence indices of one epoch."""
     if epoch not in self._cache:
       rng = np.random.default_rng((self.seed, epoch))
-      order = np.argsort(self.data.lengths + rng.uniform(0.0, 0.5, len(self.data)), kind="stable")
+      order = bucketing.sort_by_length(self.data.lengths, rng)
       keep = np.sort(rng.permutation(len(order))[:self.batches_per_epoch * self.batch_size])
       batches = order[keep].reshape(self.batches_per_epoch, self.batch_size)
       self._cache = {epoch: batches[rng.permutation(len(batches))]}

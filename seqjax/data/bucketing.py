@@ -27,6 +27,13 @@ def round_up(n: int, multiple: int) -> int:
   return -(-int(n) // multiple) * multiple
 
 
+def sort_by_length(lengths, rng: np.random.Generator) -> np.ndarray:
+  """Indices of ``lengths`` shortest first, equal lengths in random order (``n`` uniform draws
+  from ``rng``): the order every length-bucketed batcher cuts its batches from."""
+  lengths = np.asarray(lengths)
+  return np.argsort(lengths + rng.uniform(0.0, 0.5, len(lengths)), kind="stable")
+
+
 class LengthBuckets:
   """Deterministic epochs of index batches; ``buckets(step)`` is the ``[batch_size]`` indices of
   training step ``step`` (``-1`` marks an empty row)."""
@@ -48,7 +55,7 @@ class LengthBuckets:
       rng = np.random.default_rng((self.seed, epoch))
       n = len(self.lengths)
       if self.bucketed:
-        order = np.argsort(self.lengths + rng.uniform(0.0, 0.5, n), kind="stable")
+        order = sort_by_length(self.lengths, rng)
       else:
         order = rng.permutation(n)
       slots = self.batches_per_epoch * self.batch_size

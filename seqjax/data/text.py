@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from seqjax import layers
+from seqjax.data import bucketing
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -230,10 +231,6 @@ def encode_pairs(pairs: Iterable[tuple[str, str]], src_tokenizer, tgt_tokenizer,
   return EncodedPairs(src, tgt, np.asarray(index, np.int64), total, empty, truncated)
 
 
-def _round_up(n: int, multiple: int) -> int:
-  return -(-n // multiple) * multiple
-
-
 def pad(seqs: Sequence[np.ndarray], length: int, rows: int | None = None,
         prefix: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Stacks ``seqs`` into ``[rows, length]`` (extra rows are empty) and returns their lengths.
@@ -270,7 +267,7 @@ def make_batch(data: EncodedPairs, indices: Sequence[int], rows: int, multiple: 
   src = [data.src[i] for i in indices]
   tgt = [data.tgt[i] for i in indices]
   longest = max([len(x) for x in src] + [len(x) for x in tgt] + [1])
-  length = _round_up(longest, multiple) if length is None else length
+  length = bucketing.round_up(longest, multiple) if length is None else length
   src_ids, src_lengths = pad(src, length, rows)
   tgt_out, tgt_lengths = pad(tgt, length, rows)
   tgt_in, _ = pad([t[:-1] for t in tgt], length, rows, prefix=BOS)
@@ -300,7 +297,7 @@ class BucketedBatches:
   def epoch(self, epoch: int) -> list[np.ndarray]:
     if epoch not in self._cache:
       rng = np.random.default_rng((self.seed, epoch))
-      order = np.argsort(self._lengths + rng.uniform(0.0, 0.5, len(self._lengths)), kind="stable")
+      order = bucketing.sort_by_length(self._lengths, rng)
       # Drop a random handful so every batch is full and the dropped pairs change every epoch.
       drop = len(order) - self.batches_per_epoch * self.batch_size
       if drop:
