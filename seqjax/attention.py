@@ -217,6 +217,6 @@ def multi_head_attention(query: jax.Array, keys: jax.Array, values: jax.Array,
   logits = jnp.einsum("bthd,bshd->bhts", query * scale, keys)
   weights = (jax.nn.softmax(logits, axis=-1) if mask is None
              else masked_softmax(logits, mask).astype(logits.dtype))
-  dropped = layers.dropout(dropout_key, weights, dropout_rate) if dropping else weights
+  dropped = layers.dropout(dropout_key, weights, dropout_rate, flat=True) if dropping else weights
   outputs = jnp.einsum("bhts,bshd->bthd", dropped, values)
   return outputs, (weights if return_weights else None)

@@ -1,10 +1,11 @@
-"""Flax ``linen`` modules over seqjax's pure functions: ``RNN``, ``Embed``, ``Dense``.
+"""Flax ``linen`` modules over seqjax's pure functions: ``RNN``, ``Embed``, ``Dense``,
+``Transformer``, ``TransformerLM``.
 
 Shapes as in the glossary of ``seqjax/__init__.py``.
 
 The modules add nothing to the math: each creates its parameters with ``self.param`` from the
 pure ``init_*`` functions and calls the pure apply functions (``recurrent.stack``,
-``layers.embed``, ``layers.dense``), so a module and the function it wraps give the same numbers
+``layers.embed``, ``layers.dense``, ``models.transformer``), so a module and the function it wraps give the same numbers
 on the same parameters. :func:`stack_params` and :func:`rnn_variables` convert between an
 ``RNN``'s variables and the ``init_stack`` list that ``recurrent.stack`` takes.
 
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 from seqjax import cells as cells_lib
 from seqjax import layers
 from seqjax import recurrent
+from seqjax.models import transformer
 
 
 def _layer_name(layer: int) -> str:
@@ -161,3 +163,58 @@ class Dense(nn.Module):
     def init(key):
       return layers.init_dense(key, input_size, self.features, self.param_dtype, self.use_bias)
     return layers.dense(self.param("dense", init), xs)
+
+
+def _dropout_key(module: nn.Module, deterministic: bool, spec) -> jax.Array | None:
+  if deterministic or (spec.dropout == 0.0 and spec.attention_dropout == 0.0):
+    return None
+  return module.make_rng("dropout")
+
+
+class Transformer(nn.Module):
+  """The encoder-decoder of ``seqjax.models.transformer`` as a module.
+
+  Its parameters are one entry, ``params['transformer']``: exactly the ``transformer.init`` tree,
+  so the pure functions (``encode``, ``decode_step``, ``seqjax.decoding``) take it as it is.
+
+  Attributes:
+    spec: a ``transformer.Spec``.
+  """
+
+  spec: transformer.Spec
+
+  def setup(self):
+    self.tree = self.param("transformer", lambda key: transformer.init(key, self.spec))
+
+  def __call__(self, src, src_lengths, tgt_in, deterministic: bool = True):
+    """``transformer.forward``: ``(logits [b, t, v], attention [b, t, s])``; dropout when
+    ``deterministic=False`` (needs a ``'dropout'`` rng)."""
+    return transformer.forward(self.tree, self.spec, src, src_lengths, tgt_in,
+                               _dropout_key(self, deterministic, self.spec))
+
+  def encode(self, src, src_lengths):
+    """``transformer.encode`` without dropout: the decoding state."""
+    return transformer.encode(self.tree, self.spec, src, src_lengths)
+
+  def decode_step(self, state, tokens):
+    """``transformer.decode_step``: ``(state, logits [b, v], attention [b, s])``."""
+    return transformer.decode_step(self.tree, self.spec, state, tokens)
+
+
+class TransformerLM(nn.Module):
+  """The decoder-only language model of ``seqjax.models.transformer_lm``; its parameters are
+  ``params['lm']``, exactly the ``init_lm`` tree.
+
+  Attributes:
+    spec: a ``transformer_lm.LMSpec``.
+  """
+
+  spec: transformer.LMSpec
+
+  def setup(self):
+    self.tree = self.param("lm", lambda key: transformer.init_lm(key, self.spec))
+
+  def __call__(self, tokens, deterministic: bool = True):
+    """``lm_forward``: ``tokens: [b, t]`` -> logits ``[b, t, v]``."""
+    return transformer.lm_forward(self.tree, self.spec, tokens,
+                                  _dropout_key(self, deterministic, self.spec))

@@ -1,5 +1,7 @@
 """Attention: formulas against a NumPy loop, weights sum to one, padding gets exactly zero."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +131,74 @@ def test_bad_input_gets_clear_errors():
     attention.attention("dot", params, query, keys, np.array([1, 2]))
   with pytest.raises(ValueError, match=r"query \[b, q\] and keys \[b, s, m\]"):
     attention.attention("dot", params, query[0], keys)
+
+
+# ----------------------------------------------------------------------------- multi-head
+def _multi_head_inputs(seed=0, t=4, s=5, heads=2, dh=3):
+  rng = np.random.default_rng(seed)
+  query = rng.normal(size=(B, t, heads, dh)).astype(np.float32)
+  keys = rng.normal(size=(B, s, heads, dh)).astype(np.float32)
+  values = rng.normal(size=(B, s, heads, dh)).astype(np.float32)
+  return query, keys, values
+
+
+def test_multi_head_attention_matches_a_numpy_loop_over_rows_and_heads():
+  query, keys, values = _multi_head_inputs()
+  lengths = np.array([5, 3, 1])
+  out, weights = attention.multi_head_attention(query, keys, values,
+                                                attention.padding_mask(lengths, 5),
+                                                return_weights=True)
+  for b, n in enumerate(lengths):
+    for h in range(query.shape[2]):
+      scores = query[b, :, h] @ keys[b, :n, h].T / np.sqrt(query.shape[-1])
+      want = np.exp(scores - scores.max(-1, keepdims=True))
+      want /= want.sum(-1, keepdims=True)
+      np.testing.assert_allclose(weights[b, h, :, :n], want, atol=1e-6)
+      np.testing.assert_allclose(out[b, :, h], want @ values[b, :n, h], atol=1e-5)
+  assert np.all(np.asarray(weights)[..., 3:][1] == 0) and np.all(np.asarray(weights)[2, ..., 1:] == 0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_dot_product_attention_path_equals_the_explicit_softmax(causal):
+  # Given: padded keys (one row with none valid) and, for the causal case, a causal mask.
+  query, keys, values = _multi_head_inputs(1, t=5, s=5)
+  mask = attention.padding_mask(np.array([5, 2, 0]), 5)
+  if causal:
+    mask = mask & attention.causal_mask(5)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def run(implementation):
+    def loss(query, keys, values):
+      out, _ = attention.multi_head_attention(query, keys, values, mask,
+                                              implementation=implementation)
+      return jnp.sum(out * jnp.arange(out.size).reshape(out.shape) / out.size), out
+    return jax.grad(loss, argnums=(0, 1, 2), has_aux=True)(query, keys, values)
+
+  # When: jax.nn.dot_product_attention and the written-out softmax run on the same inputs.
+  (grads, out), (want_grads, want_out) = run(None), run("explicit")
+  # Then: the same outputs and gradients, finite, zero for the query with no key to read.
+  np.testing.assert_allclose(out, want_out, atol=1e-6, rtol=0)
+  for got, want in zip(grads, want_grads):
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
+  assert np.isfinite(out).all() and all(np.isfinite(g).all() for g in grads)
+  np.testing.assert_array_equal(out[2], 0.0)
+
+
+def test_attention_dropout_drops_weights_per_example():
+  query, keys, values = _multi_head_inputs(2)
+  key = jax.random.split(jax.random.key(0), B)
+  out, _ = attention.multi_head_attention(query, keys, values, dropout_rate=0.5, dropout_key=key)
+  plain, _ = attention.multi_head_attention(query, keys, values)
+  assert np.abs(out - plain).max() > 1e-3
+  # Row 0's masks depend on its own key alone: the same row alone gives the same numbers.
+  alone, _ = attention.multi_head_attention(query[:1], keys[:1], values[:1], dropout_rate=0.5,
+                                            dropout_key=key[:1])
+  np.testing.assert_allclose(alone, out[:1], atol=1e-6)
+
+
+def test_cache_mask_lets_each_position_read_itself_and_earlier_slots():
+  mask = np.asarray(attention.cache_mask(np.array([0, 2]), 2, 5))
+  np.testing.assert_array_equal(mask[:, 0], [[[1, 0, 0, 0, 0], [1, 1, 0, 0, 0]],
+                                             [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0]]])
+  with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
+    attention.multi_head_attention(*_multi_head_inputs(), implementation="flash")

@@ -346,3 +346,21 @@ def test_fold_keys_makes_per_example_keys_that_ignore_the_split():
   np.testing.assert_array_equal(raw, jax.random.fold_in(jax.random.PRNGKey(0), 3))
   with pytest.raises(ValueError, match="fold_keys got 8 keys but 3 data values"):
     layers.fold_keys(keys, jnp.arange(3))
+
+
+def test_layer_norm_matches_torch():
+  import torch  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 3, 5)).astype(np.float32) * 3 + 1
+  params = {"scale": rng.normal(size=5).astype(np.float32),
+            "bias": rng.normal(size=5).astype(np.float32)}
+  norm = torch.nn.LayerNorm(5, eps=1e-5)
+  with torch.no_grad():
+    norm.weight.copy_(torch.tensor(params["scale"]))
+    norm.bias.copy_(torch.tensor(params["bias"]))
+  np.testing.assert_allclose(layers.layer_norm(params, x), norm(torch.tensor(x)).detach().numpy(),
+                             atol=1e-5)
+  fresh = layers.init_layer_norm(5)
+  np.testing.assert_allclose(np.asarray(layers.layer_norm(fresh, x)).std(-1), 1.0, atol=1e-4)
+  with pytest.raises(ValueError, match=r"layer norm of size 5 got input of shape \(2, 4\)"):
+    layers.layer_norm(fresh, np.zeros((2, 4)))

@@ -159,3 +159,35 @@ def test_embed_and_dense_modules_equal_pure_layers():
   np.testing.assert_allclose(logits, layers.dense(p["Dense_0"]["dense"], ys), atol=1e-6)
   with pytest.raises(ValueError, match=r"tokens must lie in \[0, 7\)"):
     model.apply(variables, tokens + 1, lengths)
+
+
+
+def test_transformer_modules_equal_the_pure_functions():
+  from seqjax.models import transformer  # pylint: disable=g-import-not-at-top
+  spec = transformer.Spec(src_vocab=9, tgt_vocab=8, pad_id=0, bos_id=1, eos_id=2, d_model=8,
+                          num_heads=2, ffn_size=8, encoder_layers=1, decoder_layers=1, max_len=6,
+                          dropout=0.2, attention_dropout=0.2)
+  model = seqnn.Transformer(spec)
+  src, src_lengths = jnp.array([[3, 4, 5], [6, 0, 0]]), jnp.array([3, 1])
+  tgt_in = jnp.array([[1, 3, 4, 5], [1, 6, 7, 3]])
+  variables = jax.jit(model.init)(jax.random.key(0), src, src_lengths, tgt_in)
+  # The module's params are exactly a transformer.init tree, and give forward's numbers.
+  tree = variables["params"]["transformer"]
+  assert jax.tree.structure(tree) == jax.tree.structure(
+      jax.eval_shape(lambda key: transformer.init(key, spec), jax.random.key(0)))
+  apply = jax.jit(model.apply, static_argnames=("deterministic",))
+  logits, weights = apply(variables, src, src_lengths, tgt_in)
+  want = jax.jit(transformer.forward, static_argnums=1)(tree, spec, src, src_lengths, tgt_in)
+  _assert_trees_close((logits, weights), want)
+  # Dropout acts only with deterministic=False, drawing from the 'dropout' rng.
+  rngs = {"dropout": jax.random.key(5)}
+  dropped = apply(variables, src, src_lengths, tgt_in, deterministic=False, rngs=rngs)
+  assert np.abs(dropped[0] - logits).max() > 1e-3
+  _assert_trees_close(dropped, apply(variables, src, src_lengths, tgt_in, deterministic=False,
+                                     rngs=rngs))
+  # The language model's module holds an init_lm tree.
+  lm_spec = transformer.LMSpec(vocab=8, d_model=8, num_heads=2, ffn_size=8, num_layers=1,
+                               max_len=6)
+  lm_variables = jax.eval_shape(seqnn.TransformerLM(lm_spec).init, jax.random.key(1), tgt_in)
+  assert jax.tree.structure(lm_variables["params"]["lm"]) == jax.tree.structure(
+      jax.eval_shape(lambda key: transformer.init_lm(key, lm_spec), jax.random.key(0)))

@@ -108,26 +108,23 @@ class Spec:
 
 def init(key, spec: Spec) -> dict:
   """Parameters of the model described by ``spec`` (layout in the module docstring)."""
-  keys = iter(jax.random.split(key, 8 + spec.encoder_layers + spec.decoder_layers))
   d = spec.d_model
-  params = {"tgt_embed": blocks.xavier_uniform(next(keys), (spec.tgt_vocab, d))}
-  key_src = next(keys)
+  params = {"tgt_embed": blocks.xavier_uniform((spec.tgt_vocab, d))}
   if not spec.share_embeddings:
-    params["src_embed"] = blocks.xavier_uniform(key_src, (spec.src_vocab, d))
-  key_src_pos, key_tgt_pos = next(keys), next(keys)
+    params["src_embed"] = blocks.xavier_uniform((spec.src_vocab, d))
   if spec.positions == "learned":
-    params["src_pos"] = blocks.xavier_uniform(key_src_pos, (spec.max_len, d))
-    params["tgt_pos"] = blocks.xavier_uniform(key_tgt_pos, (spec.max_len, d))
-  params["encoder"] = [blocks.init_layer(next(keys), d, spec.ffn_size, cross=False)
+    params["src_pos"] = blocks.xavier_uniform((spec.max_len, d))
+    params["tgt_pos"] = blocks.xavier_uniform((spec.max_len, d))
+  params["encoder"] = [blocks.init_layer(d, spec.ffn_size, cross=False)
                        for _ in range(spec.encoder_layers)]
-  params["decoder"] = [blocks.init_layer(next(keys), d, spec.ffn_size, cross=True)
+  params["decoder"] = [blocks.init_layer(d, spec.ffn_size, cross=True)
                        for _ in range(spec.decoder_layers)]
   if spec.norm == "pre":
     params["encoder_norm"] = layers.init_layer_norm(d)
     params["decoder_norm"] = layers.init_layer_norm(d)
-  output = blocks._init_linear(next(keys), d, spec.tgt_vocab)  # pylint: disable=protected-access
+  output = blocks.init_linear(d, spec.tgt_vocab)
   params["output"] = {"b": output["b"]} if spec.tie_output else output
-  return params
+  return blocks.materialize(key, params)
 
 
 def count_params(params) -> int:

@@ -29,6 +29,8 @@ folds in its own number, so no two sites share a mask.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,42 +67,65 @@ def check_length(spec, length: int, what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- parameters
-def xavier_uniform(key, shape: tuple[int, int]) -> jax.Array:
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+  """A parameter still to be drawn, U(-bound, bound) of this shape (see :func:`materialize`)."""
+  shape: tuple[int, ...]
+  bound: float
+
+
+def xavier_uniform(shape: tuple[int, int]) -> Uniform:
   """U(-a, a), ``a = sqrt(6 / (fan_in + fan_out))``: what ``torch.nn.Transformer`` (and the
   bentrevett recipe) applies to every matrix, embeddings included."""
-  bound = (6.0 / (shape[0] + shape[1])) ** 0.5
-  return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+  return Uniform(tuple(shape), (6.0 / (shape[0] + shape[1])) ** 0.5)
 
 
-def _init_linear(key, d_in: int, d_out: int) -> dict:
+def materialize(key, tree):
+  """Draws every :class:`Uniform` leaf of ``tree`` from one flat uniform sample.
+
+  One draw instead of one per matrix: XLA compiles each ``jax.random`` call's counter-based
+  generator separately, and dozens of them made ``init`` take seconds to compile.
+  """
+  def is_draw(leaf):
+    return isinstance(leaf, Uniform)
+  leaves, treedef = jax.tree.flatten(tree, is_leaf=is_draw)
+  draws = [leaf for leaf in leaves if is_draw(leaf)]
+  sizes = [int(np.prod(leaf.shape)) for leaf in draws]
+  flat = jax.random.uniform(key, (sum(sizes),), jnp.float32, -1.0, 1.0)
+  pieces = iter(jnp.split(flat, np.cumsum(sizes)[:-1]))
+  return jax.tree.unflatten(treedef, [
+      next(pieces).reshape(leaf.shape) * np.float32(leaf.bound) if is_draw(leaf) else leaf
+      for leaf in leaves])
+
+
+def init_linear(d_in: int, d_out: int) -> dict:
   """Xavier weight; the bias as ``nn.Linear`` draws it, U(-1/sqrt(d_in), 1/sqrt(d_in))."""
-  key_w, key_b = jax.random.split(key)
-  bound = d_in ** -0.5
-  return {"w": xavier_uniform(key_w, (d_in, d_out)),
-          "b": jax.random.uniform(key_b, (d_out,), jnp.float32, -bound, bound)}
+  return {"w": xavier_uniform((d_in, d_out)), "b": Uniform((d_out,), d_in ** -0.5)}
 
 
-def _init_attention(key, d: int) -> dict:
-  """Fused ``[d, 3d]`` projection drawn as torch draws ``in_proj_weight`` ``[3d, d]``; zero biases."""
-  key_qkv, key_out = jax.random.split(key)
-  return {"qkv": {"w": xavier_uniform(key_qkv, (d, 3 * d)), "b": jnp.zeros((3 * d,))},
-          "out": {"w": xavier_uniform(key_out, (d, d)), "b": jnp.zeros((d,))}}
+def init_layer(d: int, ffn_size: int, cross: bool) -> dict:
+  """One layer's parameters (layout in the module docstring), :class:`Uniform` leaves still to
+  be drawn by :func:`materialize`; ``cross`` adds cross-attention.
 
+  Attention projections are drawn as torch draws the fused ``in_proj_weight [3d, d]`` (Xavier
+  over that shape, so cross-attention's ``q`` and ``kv`` share its bound); their biases are 0.
+  """
+  fused_bound = xavier_uniform((d, 3 * d)).bound
 
-def init_layer(key, d: int, ffn_size: int, cross: bool) -> dict:
-  """One layer's parameters (layout in the module docstring); ``cross`` adds cross-attention."""
-  key_self, key_cross, key_in, key_out = jax.random.split(key, 4)
+  def attention_out():
+    return {"w": xavier_uniform((d, d)), "b": jnp.zeros((d,))}
   params = {
-      "self_attn": _init_attention(key_self, d),
-      "ffn": {"in": _init_linear(key_in, d, ffn_size), "out": _init_linear(key_out, ffn_size, d)},
+      "self_attn": {"qkv": {"w": Uniform((d, 3 * d), fused_bound), "b": jnp.zeros((3 * d,))},
+                    "out": attention_out()},
+      "ffn": {"in": init_linear(d, ffn_size), "out": init_linear(ffn_size, d)},
       "self_norm": layers.init_layer_norm(d),
       "ffn_norm": layers.init_layer_norm(d),
   }
   if cross:
-    fused = _init_attention(key_cross, d)
-    w, b = fused["qkv"]["w"], fused["qkv"]["b"]
-    params["cross_attn"] = {"q": {"w": w[:, :d], "b": b[:d]}, "kv": {"w": w[:, d:], "b": b[d:]},
-                            "out": fused["out"]}
+    params["cross_attn"] = {"q": {"w": Uniform((d, d), fused_bound), "b": jnp.zeros((d,))},
+                            "kv": {"w": Uniform((d, 2 * d), fused_bound),
+                                   "b": jnp.zeros((2 * d,))},
+                            "out": attention_out()}
     params["cross_norm"] = layers.init_layer_norm(d)
   return params
 
@@ -129,7 +154,7 @@ def embed(spec, table: jax.Array, position_table: jax.Array | None, tokens: jax.
   if position_table is None:
     position_table = jnp.asarray(sinusoids(spec.max_len, spec.d_model))
   x = x + jnp.take(position_table, positions, axis=0, mode="fill", fill_value=jnp.nan)
-  return layers.dropout(key, x, spec.dropout)
+  return layers.dropout(key, x, spec.dropout, flat=True)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -174,7 +199,8 @@ def _cross_attention(params, spec, x, memory_kv, mask, key, need_weights):
 
 def _feed_forward(params, spec, x, key):
   hidden = ACTIVATIONS[spec.activation](layers.dense(params["in"], x))
-  return layers.dense(params["out"], layers.dropout(_site(key, _FFN_HIDDEN), hidden, spec.dropout))
+  return layers.dense(params["out"], layers.dropout(_site(key, _FFN_HIDDEN), hidden, spec.dropout,
+                                                      flat=True))
 
 
 def _residual(norm_params, spec, x, sublayer, key):
@@ -182,9 +208,9 @@ def _residual(norm_params, spec, x, sublayer, key):
   ``x + drop(f(norm(x)))`` (trains without warm-up; needs a final norm after the stack)."""
   if spec.norm == "pre":
     y, extra = sublayer(layers.layer_norm(norm_params, x))
-    return x + layers.dropout(key, y, spec.dropout), extra
+    return x + layers.dropout(key, y, spec.dropout, flat=True), extra
   y, extra = sublayer(x)
-  return layers.layer_norm(norm_params, x + layers.dropout(key, y, spec.dropout)), extra
+  return layers.layer_norm(norm_params, x + layers.dropout(key, y, spec.dropout, flat=True)), extra
 
 
 def layer(params: dict, spec, x: jax.Array, self_mask: jax.Array, *, key=None, cache=None,

@@ -62,17 +62,17 @@ class LMSpec:
 
 def init_lm(key, spec: LMSpec) -> dict:
   """Parameters of the language model described by ``spec`` (layout in the module docstring)."""
-  key_embed, key_pos, key_output, *key_layers = jax.random.split(key, 3 + spec.num_layers)
   d = spec.d_model
-  params = {"embed": blocks.xavier_uniform(key_embed, (spec.vocab, d))}
+  params = {"embed": blocks.xavier_uniform((spec.vocab, d))}
   if spec.positions == "learned":
-    params["pos"] = blocks.xavier_uniform(key_pos, (spec.max_len, d))
-  params["layers"] = [blocks.init_layer(k, d, spec.ffn_size, cross=False) for k in key_layers]
+    params["pos"] = blocks.xavier_uniform((spec.max_len, d))
+  params["layers"] = [blocks.init_layer(d, spec.ffn_size, cross=False)
+                      for _ in range(spec.num_layers)]
   if spec.norm == "pre":
     params["final_norm"] = layers.init_layer_norm(d)
-  output = blocks._init_linear(key_output, d, spec.vocab)  # pylint: disable=protected-access
+  output = blocks.init_linear(d, spec.vocab)
   params["output"] = {"b": output["b"]} if spec.tie_output else output
-  return params
+  return blocks.materialize(key, params)
 
 
 def _run(params, spec: LMSpec, tokens, positions, self_mask, key=None, caches=None, steps=None):
