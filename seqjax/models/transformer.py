@@ -141,28 +141,20 @@ def _check_batch(src, src_lengths):
                      f"{np.shape(src_lengths)}")
 
 
-def _encoder(params, spec: Spec, src, src_lengths, key):
-  """``memory [b, s, d]``, the source mask ``[b, s]`` and, with ``need_weights``, the layers'
-  self-attention weights."""
+def _encode(params, spec: Spec, src, src_lengths, key, need_weights=False):
+  """``(memory [b, s, d], source mask [b, s], self-attention weights per layer | Nones)``."""
   _check_batch(src, src_lengths)
   time = src.shape[1]
   blocks.check_length(spec, time, "source")
-  src_lengths = jnp.asarray(src_lengths, jnp.int32)
   table = params["src_embed"] if "src_embed" in params else params["tgt_embed"]
   positions = jnp.broadcast_to(jnp.arange(time), src.shape)
   x = blocks.embed(spec, table, params.get("src_pos"), src, positions, spec.scale_embeddings,
                    _fold(key, 0))
-  mask = layers.mask_from_lengths(src_lengths, time)
-  return x, mask
-
-
-def _encode(params, spec, src, src_lengths, key, need_weights=False):
-  x, mask = _encoder(params, spec, src, src_lengths, key)
-  self_mask = mask[:, None, None, :]
+  mask = layers.mask_from_lengths(jnp.asarray(src_lengths, jnp.int32), time)
   weights = []
   for index, layer_params in enumerate(params["encoder"]):
-    x, _, layer_weights = blocks.layer(layer_params, spec, x, self_mask, key=_fold(key, 1 + index),
-                                       need_weights=need_weights)
+    x, _, layer_weights = blocks.layer(layer_params, spec, x, mask[:, None, None, :],
+                                       key=_fold(key, 1 + index), need_weights=need_weights)
     weights.append(layer_weights["self"])
   if spec.norm == "pre":
     x = layers.layer_norm(params["encoder_norm"], x)
@@ -206,19 +198,27 @@ def _memory_kv(params, spec, memory):
 
 
 def encode(params, spec: Spec, src: jax.Array, src_lengths: jax.Array,
-           dropout_key: jax.Array | None = None) -> dict:
+           dropout_key: jax.Array | None = None, cache_len: int | None = None) -> dict:
   """Encodes ``src: [b, s]`` ids (valid lengths ``src_lengths: [b]``) into the decoding state.
+
+  ``cache_len``: key/value cache slots, the most tokens decoding may produce (default
+  ``spec.max_len``). A cache as long as the longest output spares beam search, which copies
+  the whole state at every step, most of that copying.
 
   Returns:
     A dict pytree, every leaf ``[b, ...]``: ``memory_kv`` (per decoder layer, the encoder output
     projected to that layer's cross-attention keys and values, ``[b, s, heads, dh]`` each),
-    ``src_mask [b, s]`` bool, ``cache`` (per decoder layer, ``{'k', 'v'}: [b, max_len, heads,
+    ``src_mask [b, s]`` bool, ``cache`` (per decoder layer, ``{'k', 'v'}: [b, cache_len, heads,
     dh]`` zeros) and ``step [b]`` int32 zeros, the position of the next token.
   """
+  cache_len = spec.max_len if cache_len is None else cache_len
+  if not 1 <= cache_len <= spec.max_len:
+    raise ValueError(f"cache_len={cache_len} must be in [1, max_len={spec.max_len}]")
   memory, mask, _ = _encode(params, spec, src, src_lengths, dropout_key)
   batch = src.shape[0]
   return {"memory_kv": _memory_kv(params, spec, memory), "src_mask": mask,
-          "cache": [blocks.empty_cache(spec, batch) for _ in range(spec.decoder_layers)],
+          "cache": [blocks.empty_cache(spec, batch, cache_len)
+                    for _ in range(spec.decoder_layers)],
           "step": jnp.zeros((batch,), jnp.int32)}
 
 
@@ -226,19 +226,20 @@ def decode_step(params, spec: Spec, state: dict, tokens: jax.Array, dropout_key=
   """One incremental decoder step: ``tokens: [b]`` -> ``(state, logits [b, v], attention [b, s])``.
 
   ``attention`` is the last decoder layer's cross-attention, averaged over heads. ``dropout_key``:
-  None, one key or ``[b]`` keys for this step. Decoding past ``spec.max_len`` raises when the
-  step is known (outside ``jit``); under ``jit`` it gives NaN logits.
+  None, one key or ``[b]`` keys for this step. A step past the cache (``spec.max_len`` or
+  ``encode``'s ``cache_len``) raises when the step is known (outside ``jit``) and gives NaN
+  logits under ``jit``.
   """
   steps = state["step"]
-  if not isinstance(steps, jax.core.Tracer) and np.max(np.asarray(steps)) >= spec.max_len:
-    raise ValueError(f"decoding position {int(np.max(np.asarray(steps)))} is beyond "
-                     f"max_len={spec.max_len}")
-  self_mask = attention_lib.cache_mask(steps, 1, spec.max_len)
+  cache_len = state["cache"][0]["k"].shape[1]
+  blocks.check_step(spec, steps, cache_len)
+  self_mask = attention_lib.cache_mask(steps, 1, cache_len)
   logits, caches, weights = _decode(params, spec, tokens[:, None], steps[:, None],
                                     state["memory_kv"], state["src_mask"], self_mask,
                                     dropout_key, caches=state["cache"], steps=steps)
   state = dict(state, cache=caches, step=steps + 1)
-  return state, logits[:, 0], jnp.mean(weights[-1]["cross"], axis=1)[:, 0]
+  logits = jnp.where((steps < cache_len)[:, None], logits[:, 0], jnp.nan)
+  return state, logits, jnp.mean(weights[-1]["cross"], axis=1)[:, 0]
 
 
 def log_prob_step(params, spec: Spec):

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from seqjax import attention as attention_lib
+from seqjax import checks
 from seqjax import layers
 
 POSITIONS = ("learned", "sinusoidal")
@@ -64,6 +65,19 @@ def check_length(spec, length: int, what: str) -> None:
   """Positions exist up to ``spec.max_len``: a longer sequence is a one-line ValueError."""
   if length > spec.max_len:
     raise ValueError(f"{what} length {length} exceeds max_len={spec.max_len}")
+
+
+def check_step(spec, steps, cache_len: int) -> None:
+  """Decoding past the cache raises, when the steps are known; under ``jit`` they are not, and
+  the caller poisons the logits instead (a clamped cache write would go unnoticed)."""
+  steps = checks.concrete(steps)
+  if steps is None or not steps.size:
+    return
+  position = int(np.max(steps))
+  if position >= cache_len:
+    limit = (f"max_len={spec.max_len}" if cache_len == spec.max_len
+             else f"the cache's {cache_len} slots (max_len={spec.max_len})")
+    raise ValueError(f"decoding position {position} is beyond {limit}")
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -257,7 +271,9 @@ def layer(params: dict, spec, x: jax.Array, self_mask: jax.Array, *, key=None, c
   return x, cache, weights
 
 
-def empty_cache(spec, batch_size: int) -> dict:
-  """One layer's key/value cache, zeros: ``{'k', 'v'}: [b, max_len, heads, dh]``."""
-  shape = (batch_size, spec.max_len, spec.num_heads, spec.d_model // spec.num_heads)
+def empty_cache(spec, batch_size: int, cache_len: int | None = None) -> dict:
+  """One layer's key/value cache, zeros: ``{'k', 'v'}: [b, cache_len, heads, dh]`` (default
+  ``cache_len``: ``spec.max_len``)."""
+  cache_len = spec.max_len if cache_len is None else cache_len
+  shape = (batch_size, cache_len, spec.num_heads, spec.d_model // spec.num_heads)
   return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32)}

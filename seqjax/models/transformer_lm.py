@@ -122,10 +122,9 @@ def lm_step(params, spec: LMSpec, state: dict, tokens: jax.Array):
   Past ``spec.max_len`` it raises when the step is known (outside ``jit``), else gives NaN.
   """
   steps = state["step"]
-  if not isinstance(steps, jax.core.Tracer) and np.max(np.asarray(steps)) >= spec.max_len:
-    raise ValueError(f"decoding position {int(np.max(np.asarray(steps)))} is beyond "
-                     f"max_len={spec.max_len}")
+  blocks.check_step(spec, steps, spec.max_len)
   logits, caches = _run(params, spec, tokens[:, None], steps[:, None],
                         attention_lib.cache_mask(steps, 1, spec.max_len), caches=state["cache"],
                         steps=steps)
+  # Positions past max_len already embed as NaN; nothing else could hide them.
   return dict(state, cache=caches, step=steps + 1), logits[:, 0]

@@ -123,9 +123,9 @@ def test_layer_matches_torch_outputs_and_gradients(cross, norm_first):
 
 
 # ----------------------------------------------------------------------------- decoding
-@functools.partial(jax.jit, static_argnames=("spec",))
-def _step_by_step(params, spec, src, src_lengths, tgt_in):
-  state = transformer.encode(params, spec, src, src_lengths)
+@functools.partial(jax.jit, static_argnames=("spec", "cache_len"))
+def _step_by_step(params, spec, src, src_lengths, tgt_in, cache_len=None):
+  state = transformer.encode(params, spec, src, src_lengths, cache_len=cache_len)
 
   def body(state, tokens):
     state, logits, weights = transformer.decode_step(params, spec, state, tokens)
@@ -152,13 +152,18 @@ def test_cached_decoding_gives_the_teacher_forced_logits_at_every_step(model):
   # Given: a random model and a padded batch.
   spec, params = model
   src, src_lengths, tgt_in = _batch()
-  # When: decoding one token at a time through the cache, and all at once.
-  logits, weights = _step_by_step(params, spec, src, src_lengths, tgt_in)
+  # When: decoding one token at a time through the cache (as long as max_len, or one slot
+  # shorter than the target), and all at once.
+  cache_len = spec.max_len if spec.norm == "post" else T - 1
+  logits, weights = _step_by_step(params, spec, src, src_lengths, tgt_in, cache_len)
   full_logits, full_weights = _forward(params, spec, src, src_lengths, tgt_in)
-  # Then: the same logits and cross-attention at every step (finite: NaN would compare equal).
+  # Then: the same logits and cross-attention at every step the cache holds (finite: NaN would
+  # compare equal), and NaN logits past it, where jit cannot raise.
   assert np.isfinite(full_logits).all()
-  np.testing.assert_allclose(logits, full_logits, atol=1e-5, rtol=0)
-  np.testing.assert_allclose(weights, full_weights, atol=1e-6, rtol=0)
+  np.testing.assert_allclose(logits[:, :cache_len], full_logits[:, :cache_len], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(weights[:, :cache_len], full_weights[:, :cache_len], atol=1e-6,
+                             rtol=0)
+  assert np.isnan(logits[:, cache_len:]).all()
 
 
 def test_padded_source_and_future_target_tokens_change_no_output(model):
@@ -263,6 +268,14 @@ def test_positions_beyond_max_len_are_a_one_line_error(model):
     transformer.encode(params, spec, long, np.full((B,), 10, np.int32))
   with pytest.raises(ValueError, match="decoding length 12 exceeds max_len=9"):
     transformer.check_decode_length(spec, 12)
-  state = {"step": np.full((B,), 9)}  # checked before anything else is read
+  # Only the steps and the cache's length are read before the check.
+  cache = [{"k": jax.ShapeDtypeStruct((B, spec.max_len, HEADS, D // HEADS), jnp.float32)}]
   with pytest.raises(ValueError, match="decoding position 9 is beyond max_len=9"):
-    transformer.decode_step(params, spec, state, tgt_in[:, 0])
+    transformer.decode_step(params, spec, {"step": np.full((B,), 9), "cache": cache},
+                            tgt_in[:, 0])
+  cache = [{"k": jax.ShapeDtypeStruct((B, 6, HEADS, D // HEADS), jnp.float32)}]
+  with pytest.raises(ValueError, match=r"decoding position 6 is beyond the cache's 6 slots \(max"):
+    transformer.decode_step(params, spec, {"step": np.full((B,), 6), "cache": cache},
+                            tgt_in[:, 0])
+  with pytest.raises(ValueError, match=r"cache_len=10 must be in \[1, max_len=9\]"):
+    transformer.encode(params, spec, src, src_lengths, cache_len=10)
