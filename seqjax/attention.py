@@ -172,7 +172,9 @@ def causal_mask(time: int) -> jax.Array:
 
 def cache_mask(steps: jax.Array, queries: int, cache_size: int) -> jax.Array:
   """A key/value cache's mask: the query at position ``steps + i`` reads cache slots
-  ``j <= steps + i`` (slots beyond hold nothing yet). ``steps: [b]`` -> ``[b, 1, queries, cache]``."""
+  ``j <= steps + i`` (slots beyond hold nothing yet).
+
+  ``steps: [b]`` -> ``[b, 1, queries, cache_size]``."""
   positions = jnp.asarray(steps)[:, None] + jnp.arange(queries)[None, :]  # [b, t]
   return (jnp.arange(cache_size)[None, None, :] <= positions[:, :, None])[:, None]
 
@@ -186,11 +188,13 @@ def multi_head_attention(query: jax.Array, keys: jax.Array, values: jax.Array,
   Args:
     query: ``[b, t, heads, dh]``; keys, values: ``[b, s, heads, dh]``.
     mask: bool, broadcastable to ``[b, heads, t, s]``; True where a query may read a key.
-    dropout_rate, dropout_key: dropout on the attention weights (as ``torch.nn.MultiheadAttention``),
-      active when the key is given (one key or ``[b]`` per-example keys) and the rate is positive.
+    dropout_rate, dropout_key: dropout on the attention weights (as
+      ``torch.nn.MultiheadAttention``), active when the key is given (one key or ``[b]``
+      per-example keys) and the rate is positive.
     return_weights: also return the weights ``[b, heads, t, s]``.
-    implementation: None lets ``jax.nn.dot_product_attention`` choose (cuDNN on GPUs, XLA
-      elsewhere); ``"explicit"`` forces the softmax written out here, which the weights and the
+    implementation: passed to ``jax.nn.dot_product_attention``: None lets it choose (jax 0.10
+      always picks XLA), ``"cudnn"`` asks for cuDNN's fused kernel (GPUs, fp16 / bf16 only);
+      ``"explicit"`` forces the softmax written out here, which the weights and the
       attention dropout need (``dot_product_attention`` has neither) and which it must match.
 
   Returns:

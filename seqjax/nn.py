@@ -5,9 +5,11 @@ Shapes as in the glossary of ``seqjax/__init__.py``.
 
 The modules add nothing to the math: each creates its parameters with ``self.param`` from the
 pure ``init_*`` functions and calls the pure apply functions (``recurrent.stack``,
-``layers.embed``, ``layers.dense``, ``models.transformer``), so a module and the function it wraps give the same numbers
-on the same parameters. :func:`stack_params` and :func:`rnn_variables` convert between an
-``RNN``'s variables and the ``init_stack`` list that ``recurrent.stack`` takes.
+``layers.embed``, ``layers.dense``, ``models.transformer``), so a module and the function it
+wraps give the same numbers on the same parameters. :func:`stack_params` and
+:func:`rnn_variables` convert between an ``RNN``'s variables and the ``init_stack`` list that
+``recurrent.stack`` takes; a ``Transformer``'s ``params['transformer']`` is the
+``transformer.init`` tree itself.
 
 Example::
 

@@ -155,7 +155,8 @@ def test_multi_head_attention_matches_a_numpy_loop_over_rows_and_heads():
       want /= want.sum(-1, keepdims=True)
       np.testing.assert_allclose(weights[b, h, :, :n], want, atol=1e-6)
       np.testing.assert_allclose(out[b, :, h], want @ values[b, :n, h], atol=1e-5)
-  assert np.all(np.asarray(weights)[..., 3:][1] == 0) and np.all(np.asarray(weights)[2, ..., 1:] == 0)
+  weights = np.asarray(weights)
+  assert np.all(weights[1, ..., 3:] == 0) and np.all(weights[2, ..., 1:] == 0)
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -43,7 +43,13 @@ from seqjax import layers
 from seqjax.models import encdec
 from seqjax.models import transformer_blocks as blocks
 # The decoder-only language model shares the layers; its functions live beside.
-from seqjax.models.transformer_lm import LMSpec, init_lm, lm_forward, lm_start, lm_step  # pylint: disable=unused-import
+# pylint: disable=unused-import
+from seqjax.models.transformer_lm import LMSpec
+from seqjax.models.transformer_lm import init_lm
+from seqjax.models.transformer_lm import lm_forward
+from seqjax.models.transformer_lm import lm_start
+from seqjax.models.transformer_lm import lm_step
+# pylint: enable=unused-import
 
 # The pinned logit of pad and bos: encdec's, so that encdec.loss recognises and skips them.
 _NEVER = encdec._NEVER  # pylint: disable=protected-access

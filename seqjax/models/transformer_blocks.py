@@ -9,8 +9,9 @@ A layer reads its options from a spec with the fields ``d_model``, ``num_heads``
 (self-attention, feed-forward), a decoder layer (plus cross-attention) and a language-model layer,
 over a whole sequence (teacher forcing) or one step at a time with a key/value cache.
 
-Parameters of one layer, and the ``torch.nn.TransformerEncoderLayer`` / ``TransformerDecoderLayer``
-weights they correspond to (``W.T`` is a transpose; torch keeps ``[out, in]``, seqjax ``[in, out]``):
+Parameters of one layer, and the ``torch.nn.TransformerEncoderLayer`` /
+``TransformerDecoderLayer`` weights they correspond to (``W.T`` is a transpose; torch keeps
+``[out, in]``, seqjax ``[in, out]``):
 
 * ``self_attn``: ``qkv`` ``{w: [d, 3d], b: [3d]}`` = ``self_attn.in_proj_weight.T``,
   ``in_proj_bias`` (query, key, value columns in that order, each split into heads as torch does);
