@@ -150,3 +150,73 @@ def attention(kind: str, params: dict, query: jax.Array, keys: jax.Array,
     # Zeroed before projecting too, or the projection's weight gradient is keys^T 0 = NaN.
     keys = jnp.where(mask[..., None], keys, jnp.zeros_like(keys))
   return attend(kind, params, query, keys, project_keys(kind, params, keys), mask)
+
+
+# ----------------------------------------------------------------------------- multi-head
+# Multi-head scaled dot-product attention (Vaswani et al. 2017) on ``[b, t, heads, dh]`` arrays,
+# the layout ``jax.nn.dot_product_attention`` takes, so no transpose sits between the projections
+# and the kernel. Masks are bool ``[b, 1, t, s]`` (broadcast over heads), True where a query may
+# read a key; :func:`padding_mask`, :func:`causal_mask` and :func:`cache_mask` build them.
+IMPLEMENTATIONS = (None, "xla", "cudnn", "explicit")
+
+
+def padding_mask(lengths: jax.Array, time: int) -> jax.Array:
+  """Keys past each row's length are hidden: ``lengths: [b]`` -> ``[b, 1, 1, time]`` bool."""
+  return layers.mask_from_lengths(lengths, time)[:, None, None, :]
+
+
+def causal_mask(time: int) -> jax.Array:
+  """Query ``i`` reads keys ``j <= i``: ``[1, 1, time, time]`` bool."""
+  return jnp.tril(jnp.ones((time, time), bool))[None, None]
+
+
+def cache_mask(steps: jax.Array, queries: int, cache_size: int) -> jax.Array:
+  """A key/value cache's mask: the query at position ``steps + i`` reads cache slots
+  ``j <= steps + i`` (slots beyond hold nothing yet). ``steps: [b]`` -> ``[b, 1, queries, cache]``."""
+  positions = jnp.asarray(steps)[:, None] + jnp.arange(queries)[None, :]  # [b, t]
+  return (jnp.arange(cache_size)[None, None, :] <= positions[:, :, None])[:, None]
+
+
+def multi_head_attention(query: jax.Array, keys: jax.Array, values: jax.Array,
+                         mask: jax.Array | None = None, *, dropout_rate: float = 0.0,
+                         dropout_key=None, return_weights: bool = False,
+                         implementation: str | None = None):
+  """Scaled dot-product attention, every head at once.
+
+  Args:
+    query: ``[b, t, heads, dh]``; keys, values: ``[b, s, heads, dh]``.
+    mask: bool, broadcastable to ``[b, heads, t, s]``; True where a query may read a key.
+    dropout_rate, dropout_key: dropout on the attention weights (as ``torch.nn.MultiheadAttention``),
+      active when the key is given (one key or ``[b]`` per-example keys) and the rate is positive.
+    return_weights: also return the weights ``[b, heads, t, s]``.
+    implementation: None lets ``jax.nn.dot_product_attention`` choose (cuDNN on GPUs, XLA
+      elsewhere); ``"explicit"`` forces the softmax written out here, which the weights and the
+      attention dropout need (``dot_product_attention`` has neither) and which it must match.
+
+  Returns:
+    ``(outputs [b, t, heads, dh], weights [b, heads, t, s] | None)``. A key the mask hides gets
+    exactly zero weight; a query that may read no key at all (a padded query of an empty
+    source) gets zero weights and a zero output, never NaN.
+  """
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"unknown attention implementation {implementation!r}; choose one of "
+                     f"{IMPLEMENTATIONS}")
+  if np.ndim(query) != 4 or np.ndim(keys) != 4 or np.shape(keys) != np.shape(values):
+    raise ValueError(f"multi-head attention needs query [b, t, heads, dh] and keys, values "
+                     f"[b, s, heads, dh]; got {np.shape(query)}, {np.shape(keys)}, "
+                     f"{np.shape(values)}")
+  dropping = dropout_key is not None and dropout_rate > 0.0
+  if not (return_weights or dropping or implementation == "explicit"):
+    outputs = jax.nn.dot_product_attention(query, keys, values, mask=mask,
+                                           implementation=implementation)
+    if mask is not None:
+      # dot_product_attention averages all values for a query with no key; zero, as below.
+      outputs = jnp.where(jnp.any(mask, axis=-1).swapaxes(1, 2)[..., None], outputs, 0.0)
+    return outputs, None
+  scale = np.shape(query)[-1] ** -0.5
+  logits = jnp.einsum("bthd,bshd->bhts", query * scale, keys)
+  weights = (jax.nn.softmax(logits, axis=-1) if mask is None
+             else masked_softmax(logits, mask).astype(logits.dtype))
+  dropped = layers.dropout(dropout_key, weights, dropout_rate) if dropping else weights
+  outputs = jnp.einsum("bhts,bshd->bthd", dropped, values)
+  return outputs, (weights if return_weights else None)

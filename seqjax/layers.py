@@ -1,5 +1,6 @@
-"""The shared basics as pure functions: embeddings, dense heads, dropout, the length mask and the
-masked cross-entropy. Each exists once in seqjax; every model and experiment uses these copies.
+"""The shared basics as pure functions: embeddings, dense heads, layer norm, dropout, the length
+mask and the masked cross-entropy. Each exists once in seqjax; every model and experiment uses
+these copies.
 
 Shapes use the glossary in ``seqjax/__init__.py``; ``...`` is any number of leading axes.
 
@@ -101,6 +102,27 @@ def dense(params: Params, xs: jax.Array) -> jax.Array:
 def dense_log_softmax(params: Params, xs: jax.Array) -> jax.Array:
   """Output head: ``xs: [..., d] -> [..., v]`` log-probabilities (float32 or wider)."""
   return jax.nn.log_softmax(dense(params, xs), axis=-1)
+
+
+# ----------------------------------------------------------------------------- layer norm
+def init_layer_norm(size: int, dtype=jnp.float32) -> Params:
+  """``{'scale': [d] ones, 'bias': [d] zeros}``, as PyTorch's ``nn.LayerNorm``."""
+  if size < 1:
+    raise ValueError(f"layer norm size must be positive; got {size}")
+  return {"scale": jnp.ones((size,), dtype), "bias": jnp.zeros((size,), dtype)}
+
+
+def layer_norm(params: Params, x: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Normalises the last axis to zero mean, unit (biased) variance, then scales and shifts:
+  ``x: [..., d] -> [..., d]`` (Ba et al. 2016; ``torch.nn.LayerNorm`` with the same ``eps``)."""
+  scale = params["scale"]
+  if np.ndim(x) < 1 or np.shape(x)[-1] != scale.shape[-1]:
+    raise ValueError(f"layer norm of size {scale.shape[-1]} got input of shape {np.shape(x)}")
+  x = jnp.asarray(x)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  centred = x - mean
+  variance = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+  return centred * jax.lax.rsqrt(variance + eps) * scale + params["bias"]
 
 
 # ----------------------------------------------------------------------------- dropout
