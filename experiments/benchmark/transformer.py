@@ -21,8 +21,10 @@ after each stack (one more per stack than a post-norm model needs): 1,024 of ~8.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 
 from absl import app
 from absl import flags
@@ -35,24 +37,6 @@ from experiments.benchmark import timing
 from experiments.translate import config as translate_config
 from experiments.translate import models
 from seqjax.models import encdec
-
-_VARIANT = flags.DEFINE_string("variant", "transformer", "variant of experiments/translate/"
-                               "config.py whose model and optimiser are timed")
-_BATCH = flags.DEFINE_integer("batch", 128, "sentence pairs per step (the recipe's batch)")
-_SRC_LEN = flags.DEFINE_integer("src_len", 32, "padded source length (bucketed Multi30k batches "
-                                "pad to multiples of 8; most are 16-32 pieces)")
-_TGT_LEN = flags.DEFINE_integer("tgt_len", 32, "padded target length")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "timed rounds (interleaved); the median is kept")
-_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads")
-_SETTLE_MS = flags.DEFINE_float("settle_ms", 50.0, "idle ms plus one untimed call before each "
-                                "timed call (see timing.interleaved_seconds)")
-_DONATE = flags.DEFINE_bool("donate", True, "donate the parameters and Adam's state to seqjax's "
-                            "step (updated in place)")
-_DROPOUT_KEYS = flags.DEFINE_enum("dropout_keys", "example", ["example", "batch"],
-                                  "seqjax's dropout: one key per sentence (as the training "
-                                  "runtime does) or one key for the batch")
-_PEERS = flags.DEFINE_list("peers", ["torch"], "torch, or empty for seqjax alone")
-_JSON = flags.DEFINE_string("json", None, "write the settings and rows as JSON to this path")
 
 
 def _batch(b: int, s: int, t: int, src_vocab: int, tgt_vocab: int, seed: int = 0) -> dict:
@@ -194,11 +178,12 @@ def benchmark(config, batch_size: int, src_len: int, tgt_len: int, repeats: int,
   if max(src_len, tgt_len) > spec.max_len:
     raise app.UsageError(f"--src_len={src_len} / --tgt_len={tgt_len} exceed the model's "
                          f"max_len={spec.max_len}")
-  batch = _batch(batch_size, src_len, tgt_len, vocab, vocab)
-  fns = {"seqjax": seqjax_fn(config, spec, batch, donate, dropout_keys)}
   for peer in peers:
     if peer != "torch":
       raise app.UsageError(f"unknown peer {peer!r}; the only peer is torch")
+  batch = _batch(batch_size, src_len, tgt_len, vocab, vocab)
+  fns = {"seqjax": seqjax_fn(config, spec, batch, donate, dropout_keys)}
+  if peers:
     fns["torch"] = torch_fn(config, spec, batch)
   seconds = timing.interleaved_seconds(fns, repeats, settle_seconds)
   tokens = batch_size * (src_len + tgt_len)
@@ -211,31 +196,64 @@ def benchmark(config, batch_size: int, src_len: int, tgt_len: int, repeats: int,
   return rows
 
 
-def main(argv):
+def _define_flags() -> dict:
+  """The command's flags (defined only when run as a command: importing defines none)."""
+  return dict(
+      variant=flags.DEFINE_string("variant", "transformer", "variant of experiments/translate/"
+                                   "config.py whose model and optimiser are timed"),
+      batch=flags.DEFINE_integer("batch", 128, "sentence pairs per step (the recipe's batch)"),
+      src_len=flags.DEFINE_integer("src_len", 32, "padded source length (an epoch of the "
+                                    "recipe's bucketed batches: 55% pad to 16, 35% to 24, 7% to "
+                                    "32, mean 20.4)"),
+      tgt_len=flags.DEFINE_integer("tgt_len", 32, "padded target length (the batches pad source "
+                                    "and target to one length)"),
+      repeats=flags.DEFINE_integer("repeats", 10, "timed rounds (interleaved); medians kept"),
+      torch_threads=flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads"),
+      settle_ms=flags.DEFINE_float("settle_ms", 50.0, "idle ms plus one untimed call before "
+                                    "each timed call (see timing.interleaved_seconds)"),
+      donate=flags.DEFINE_bool("donate", True, "donate the parameters and Adam's state to "
+                                "seqjax's step (updated in place)"),
+      dropout_keys=flags.DEFINE_enum("dropout_keys", "example", ["example", "batch"],
+                                      "seqjax's dropout: one key per sentence (as the training "
+                                      "runtime does) or one key for the batch"),
+      peers=flags.DEFINE_list("peers", ["torch"], "torch, or empty for seqjax alone"),
+      json=flags.DEFINE_string("json", None, "write the settings and rows as JSON here"))
+
+
+def settings_record(values: dict, threads) -> dict:
+  """The JSON head of a run: machine, versions, model and timing settings."""
+  import torch  # pylint: disable=g-import-not-at-top
+  config = translate_config.get_config(values["variant"])
+  return {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+          "jax": jax.__version__, "torch": torch.__version__, "torch_threads": threads,
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "model": config.model.to_dict(),
+          "vocab": config.vocab_size, "tokens": "batch * (src_len + tgt_len)",
+          **{k: values[k] for k in ("variant", "batch", "src_len", "tgt_len", "repeats",
+                                    "settle_ms", "donate", "dropout_keys")}}
+
+
+def main(argv, handles):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  config = translate_config.get_config(_VARIANT.value)
-  threads = timing.torch_threads(_TORCH_THREADS.value) if _PEERS.value else None
-  rows = benchmark(config, _BATCH.value, _SRC_LEN.value, _TGT_LEN.value, _REPEATS.value,
-                   _SETTLE_MS.value / 1e3, _PEERS.value, _DONATE.value, _DROPOUT_KEYS.value)
-  print(f"backend {jax.default_backend()}: {jax.devices()[0].device_kind}; jax {jax.__version__};"
-        f" PyTorch threads {threads}; variant {_VARIANT.value}; donate {_DONATE.value}; "
-        f"dropout keys per {_DROPOUT_KEYS.value}")
+  values = {name: handle.value for name, handle in handles.items()}
+  config = translate_config.get_config(values["variant"])
+  threads = timing.torch_threads(values["torch_threads"]) if values["peers"] else None
+  load_before = os.getloadavg()
+  rows = benchmark(config, values["batch"], values["src_len"], values["tgt_len"],
+                   values["repeats"], values["settle_ms"] / 1e3, values["peers"],
+                   values["donate"], values["dropout_keys"])
+  record = settings_record(values, threads)
+  # Other work on a shared CPU slows both libraries, PyTorch's spinning threads the more.
+  record["load_average_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+  print(" ".join(f"{k}={v}" for k, v in record.items() if k not in ("model", "tokens")))
   for row in rows:
     ratio = f"  {row['vs_torch']:.2f}x PyTorch" if "vs_torch" in row else ""
     print(f"{row['impl']:>7} {row['shape']:>10} {row['params']:>10,} params "
           f"{row['seconds'] * 1e3:8.1f} ms/step {row['tokens_per_sec']:>10,.0f} tok/s{ratio}")
-  if _JSON.value:
-    import torch  # pylint: disable=g-import-not-at-top
-    with open(_JSON.value, "w") as f:
-      json.dump({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-                 "jax": jax.__version__, "torch": torch.__version__, "torch_threads": threads,
-                 "variant": _VARIANT.value, "model": config.model.to_dict(),
-                 "vocab": config.vocab_size, "donate": _DONATE.value,
-                 "dropout_keys": _DROPOUT_KEYS.value, "repeats": _REPEATS.value,
-                 "settle_ms": _SETTLE_MS.value, "tokens": "batch * (src_len + tgt_len)",
-                 "rows": rows}, f, indent=1)
+  if values["json"]:
+    with open(values["json"], "w") as f:
+      json.dump({**record, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(functools.partial(main, handles=_define_flags()))

@@ -6,9 +6,9 @@
 The data come through the tfds builder ``seqjax.data.multi30k`` (a local folder, or downloaded);
 the tokenisers are trained on the training split and saved in ``DIR/tokenizers`` (a resumed run
 reloads them). ``config.model.family`` picks the RNN encoder-decoder or the Transformer
-(``models.py``); both go through the same functions below. Training is teacher-forced cross-entropy on length-bucketed batches; every
-``eval_every`` steps the validation loss and greedy BLEU are logged. At the end the workdir gets,
-besides the runtime's files:
+(``models.py``); both go through the same functions below. Training is teacher-forced
+cross-entropy on length-bucketed batches; every ``eval_every`` steps the validation loss and
+greedy BLEU are logged. At the end the workdir gets, besides the runtime's files:
 
 * ``results.json``: sacrebleu BLEU on test2016, cased and ``lowercase=True``, for greedy decoding
   and for the configured beam; the beam width x length penalty BLEU table on the validation set;

@@ -1,7 +1,7 @@
 """The two model families of the translation experiment behind one set of functions.
 
-``config.model.family`` picks the module: ``"rnn"`` is :mod:`seqjax.models.encdec`, ``"transformer"``
-is :mod:`seqjax.models.transformer`. Both expose the same pure functions (``init``,
+``config.model.family`` picks the module: ``"rnn"`` is :mod:`seqjax.models.encdec`,
+``"transformer"`` is :mod:`seqjax.models.transformer`. Both expose the same pure functions (``init``,
 ``count_params``, ``encode``, ``log_prob_step``, ``forward``), so the translator, the training loss
 and the decoders of ``experiment.py`` call whichever module :func:`module` returns. Every other
 field of ``config.model`` is a field of that module's ``Spec``.

@@ -87,8 +87,9 @@ def test_head_maps_of_a_padded_batch_equal_each_sentence_alone(trained):
     tgt_in = np.concatenate([[text.BOS], out[:-1]])[None]
     alone = attention_maps(params, spec, np.asarray(src)[None], np.asarray([len(src)]),
                                tgt_in)
-    layers, heads = spec.encoder_layers, spec.num_heads
-    assert got["encoder_self"].shape == (layers, heads, len(src), len(src))
+    heads = spec.num_heads
+    assert got["encoder_self"].shape == (spec.encoder_layers, heads, len(src), len(src))
+    assert got["decoder_self"].shape == (spec.decoder_layers, heads, len(out), len(out))
     assert got["cross"].shape == (spec.decoder_layers, heads, len(out), len(src))
     for kind in heatmaps.KINDS:
       np.testing.assert_allclose(got[kind], np.asarray(alone[kind])[:, 0], atol=1e-5,
