@@ -77,27 +77,30 @@ def test_transformer_smoke_end_to_end(smoke_run):
 def test_head_maps_of_a_padded_batch_equal_each_sentence_alone(trained):
   lib, spec, params, data = trained
   test = data["test"]
-  # Given two sentences of different lengths, the second's output the first's shortened,
+  # Given two sentences, the second much shorter on both sides (padded in the batch),
   sentences = [(test.src[0], test.tgt[1]), (test.src[1][:4], test.tgt[0][:3])]
   # when head_maps pads them into one batch,
   maps = experiment.head_maps(lib, spec, params, sentences)
-  attention_maps = jax.jit(lib.attention_maps, static_argnums=1)
+  heads = spec.num_heads
   for (src, out), got in zip(sentences, maps):
-    # then each sentence's maps are its own maps computed unpadded, cut to its tokens,
-    tgt_in = np.concatenate([[text.BOS], out[:-1]])[None]
-    alone = attention_maps(params, spec, np.asarray(src)[None], np.asarray([len(src)]),
-                               tgt_in)
-    heads = spec.num_heads
+    # then each sentence gets its own maps, cut to its tokens, for each stack's depth,
     assert got["encoder_self"].shape == (spec.encoder_layers, heads, len(src), len(src))
     assert got["decoder_self"].shape == (spec.decoder_layers, heads, len(out), len(out))
     assert got["cross"].shape == (spec.decoder_layers, heads, len(out), len(src))
     for kind in heatmaps.KINDS:
-      np.testing.assert_allclose(got[kind], np.asarray(alone[kind])[:, 0], atol=1e-5,
-                                 err_msg=kind)
       # every row a distribution over the sentence's own tokens (padding got no weight),
       np.testing.assert_allclose(got[kind].sum(-1), 1.0, atol=1e-5, err_msg=kind)
     # and the decoder never looks ahead.
     assert np.all(np.triu(got["decoder_self"], k=1) == 0.0)
+  # The padded sentence's maps are those of the sentence alone, unpadded, with BOS + its
+  # output (less the last token) as the decoder's input.
+  src, out = sentences[1]
+  alone = jax.jit(lib.attention_maps, static_argnums=1)(
+      params, spec, np.asarray(src)[None], np.asarray([len(src)]),
+      np.concatenate([[text.BOS], out[:-1]])[None])
+  for kind in heatmaps.KINDS:
+    np.testing.assert_allclose(maps[1][kind], np.asarray(alone[kind])[:, 0], atol=1e-5,
+                               err_msg=kind)
 
 
 def test_beam_width_one_translates_as_greedy(trained):
