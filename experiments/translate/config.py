@@ -195,7 +195,7 @@ def _transformer(config, arg: str) -> None:
   config.model.family = "transformer"
   # Width of every layer.
   config.model.d_model = 256
-  # Attention heads (d_model must divide into them).
+  # Attention heads (each reads d_model / num_heads features).
   config.model.num_heads = 8
   # Hidden units of each position-wise feed-forward layer.
   config.model.ffn_size = 512
