@@ -72,7 +72,7 @@ def seqjax_fn(config, spec, batch: dict, donate: bool = True, dropout_keys: str 
   opt = _optimizer_settings(config)
   optimizer = optax.chain(optax.clip_by_global_norm(opt["clip"]),
                           optax.adam(opt["lr"], b1=opt["b1"], b2=opt["b2"], eps=opt["eps"]))
-  params = lib.init(jax.random.PRNGKey(0), spec)
+  params = jax.jit(lib.init, static_argnums=1)(jax.random.PRNGKey(0), spec)  # not op by op
   b = batch["src"].shape[0]
 
   def step(params, opt_state, batch, key):
@@ -91,7 +91,7 @@ def seqjax_fn(config, spec, batch: dict, donate: bool = True, dropout_keys: str 
 
   jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
   batch = jax.device_put(batch)
-  state = {"params": params, "opt": optimizer.init(params), "n": 0, "loss": None}
+  state = {"params": params, "opt": jax.jit(optimizer.init)(params), "n": 0, "loss": None}
 
   def run():
     key = jax.random.fold_in(jax.random.PRNGKey(1), state["n"])
