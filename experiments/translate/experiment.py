@@ -1,19 +1,24 @@
-"""Multi30k German-to-English translation with an RNN encoder-decoder, attention and beam search.
+"""Multi30k German-to-English translation: RNN encoder-decoders or a Transformer, beam search.
 
   python -m experiments.translate --workdir DIR [--config experiments/translate/config.py:VARIANT]
       [--config.data_dir FOLDER_WITH_RAW_MULTI30K_FILES]
 
 The data come through the tfds builder ``seqjax.data.multi30k`` (a local folder, or downloaded);
 the tokenisers are trained on the training split and saved in ``DIR/tokenizers`` (a resumed run
-reloads them). Training is teacher-forced cross-entropy on length-bucketed batches; every
-``eval_every`` steps the validation loss and greedy BLEU are logged. At the end the workdir gets,
-besides the runtime's files:
+reloads them). ``config.model.family`` picks the RNN encoder-decoder or the Transformer
+(``models.py``); both go through the same functions below. Training is teacher-forced
+cross-entropy on length-bucketed batches; every ``eval_every`` steps the validation loss and
+greedy BLEU are logged. At the end the workdir gets, besides the runtime's files:
 
 * ``results.json``: sacrebleu BLEU on test2016, cased and ``lowercase=True``, for greedy decoding
   and for the configured beam; the beam width x length penalty BLEU table on the validation set;
   parameter count and data statistics;
 * ``test.hyp.txt``: the detokenised test translations of the configured decoding, in test order;
-* ``attention_<i>.png``: source x output attention heatmaps of the first test sentences;
+* ``attention_<i>.png``: source x output attention heatmaps of the first test sentences (the
+  attention each decoder step returns);
+* Transformers also get ``heads_<kind>_<i>.png`` for those sentences, ``kind`` one of
+  ``encoder_self``, ``decoder_self``, ``cross``: one map per layer (rows) and head (columns),
+  with the greedy translation as the decoder's input;
 * ``timing.json``: wall-clock seconds of training and evaluation in this process (kept out of
   results.json so that a resumed run's results equal an uninterrupted run's).
 """
@@ -30,11 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.translate import heatmaps
+from experiments.translate import models
 from seqjax import decoding
 from seqjax import train
-from seqjax.models import encdec
 from seqjax.data import multi30k
 from seqjax.data import text
+from seqjax.models import encdec
 
 def load_data(config, workdir: str) -> dict:
   """Reads Multi30k, trains (or reloads) the tokenisers and encodes every split.
@@ -72,11 +79,6 @@ def load_data(config, workdir: str) -> dict:
   return data
 
 
-def make_spec(config, src_vocab: int, tgt_vocab: int) -> encdec.Spec:
-  return encdec.Spec(src_vocab=src_vocab, tgt_vocab=tgt_vocab, pad_id=text.PAD, bos_id=text.BOS,
-                     **config.model.to_dict())
-
-
 def _padded_length(data: text.EncodedPairs, multiple: int) -> int:
   """One padded length for a whole evaluation split: one compilation per decoder."""
   longest = max([len(x) for x in data.src] + [len(x) for x in data.tgt] + [1])
@@ -98,15 +100,18 @@ def bleu(hypotheses: list[str], references: list[str]) -> dict:
 
 
 class Translator:
-  """Jitted decoding of whole splits with one model spec (compiled once per beam width)."""
+  """Jitted decoding of whole splits with one model spec (compiled once per beam width).
 
-  def __init__(self, spec: encdec.Spec, config, tgt_tok):
+  ``lib`` is the model's module (``models.module(config)``), ``spec`` its ``Spec``.
+  """
+
+  def __init__(self, lib, spec, config, tgt_tok):
     self.spec, self.config, self.tgt_tok = spec, config, tgt_tok
 
     @functools.partial(jax.jit, static_argnames=("beam_size",))
     def translate(params, src, src_lengths, alpha, beam_size):
-      state = encdec.encode(params, spec, src, src_lengths)
-      step_fn = encdec.log_prob_step(params, spec)
+      state = lib.encode(params, spec, src, src_lengths)
+      step_fn = lib.log_prob_step(params, spec)
       kwargs = dict(max_len=config.max_decode_len, bos_id=text.BOS, eos_id=text.EOS,
                     pad_id=text.PAD)
       if beam_size == 1:
@@ -118,8 +123,7 @@ class Translator:
 
     @jax.jit
     def loss_sums(params, batch):
-      logits, _ = encdec.forward(params, spec, batch["src"], batch["src_lengths"],
-                                 batch["tgt_in"])
+      logits, _ = lib.forward(params, spec, batch["src"], batch["src_lengths"], batch["tgt_in"])
       nll = -encdec.token_log_probs(logits, batch["tgt_out"])
       return jnp.sum(nll * batch["tgt_mask"]), jnp.sum(batch["tgt_mask"])
 
@@ -158,20 +162,31 @@ class Translator:
     return (hypotheses, attention) if with_attention else hypotheses
 
 
-def plot_attention(path: str, src_pieces, out_pieces, weights) -> None:
-  """Heatmap of ``weights [t, s]``: output tokens down, source tokens across."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(1.0 + 0.4 * len(src_pieces), 1.0 + 0.4 * len(out_pieces)))
-  ax.imshow(weights, cmap="viridis", vmin=0.0, aspect="auto")  # scaled to its own maximum
-  ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90)
-  ax.set_yticks(range(len(out_pieces)), out_pieces)
-  ax.set_xlabel("source")
-  ax.set_ylabel("output")
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+def head_maps(lib, spec, params, sentences) -> list[dict]:
+  """Per-layer, per-head attention of a few sentences, teacher-forced on their translations.
+
+  Args:
+    sentences: ``[(src ids, output ids)]``, the output as decoded (ending with ``EOS``).
+
+  Returns:
+    One ``{kind: [L, h, rows, cols]}`` per sentence (kinds of ``heatmaps.KINDS``), padding cut
+    off; the decoder reads ``BOS`` + the output without its last token, so row ``i`` is the
+    attention that produced output token ``i``.
+  """
+  if not sentences:
+    return []
+  s = max(len(src) for src, _ in sentences)
+  t = max(len(out) for _, out in sentences)
+  src, src_lengths = text.pad([src for src, _ in sentences], s)
+  tgt_in, _ = text.pad([out[:-1] for _, out in sentences], t, prefix=text.BOS)
+  maps = jax.jit(lib.attention_maps, static_argnums=1)(params, spec, src, src_lengths, tgt_in)
+  maps = {kind: np.asarray(maps[kind]) for kind in heatmaps.KINDS}
+  out = []
+  for i, (src_ids, out_ids) in enumerate(sentences):
+    rows = {"encoder_self": len(src_ids), "decoder_self": len(out_ids), "cross": len(out_ids)}
+    cols = {"encoder_self": len(src_ids), "decoder_self": len(out_ids), "cross": len(src_ids)}
+    out.append({kind: maps[kind][:, i, :, :rows[kind], :cols[kind]] for kind in heatmaps.KINDS})
+  return out
 
 
 def make_experiment(config, workdir: str) -> train.Experiment:
@@ -182,25 +197,26 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   started = time.time()
   data = load_data(config, workdir)
   src_tok, tgt_tok = data["src_tok"], data["tgt_tok"]
-  spec = make_spec(config, src_tok.vocab_size, tgt_tok.vocab_size)
+  lib = models.module(config)
+  spec = models.make_spec(config, src_tok.vocab_size, tgt_tok.vocab_size)
   batches = text.BucketedBatches(data["train"], config.batch_size, config.seed,
                                  config.pad_multiple)
-  translator = Translator(spec, config, tgt_tok)
+  translator = Translator(lib, spec, config, tgt_tok)
   clock = {"train_start": None, "eval_seconds": 0.0, "prepare_seconds": time.time() - started}
   logging.info("translate: %s -> %s, %d training pairs, vocabularies %d / %d, %s",
                config.source_lang, config.target_lang, len(data["train"]), src_tok.vocab_size,
                tgt_tok.vocab_size, spec)
 
   def init(rng):
-    params = jax.jit(encdec.init, static_argnums=1)(rng, spec)  # one compilation, not many
-    logging.info("translate: %d parameters", encdec.count_params(params))
+    params = jax.jit(lib.init, static_argnums=1)(rng, spec)  # one compilation, not many
+    logging.info("translate: %d parameters", lib.count_params(params))
     return params
 
   def loss_fn(params, batch, rng):
     # Dropout masks from each sentence's index in the global batch, not from the device.
     keys = train.example_keys(rng, batch["src"].shape[0])
-    logits, _ = encdec.forward(params, spec, batch["src"], batch["src_lengths"], batch["tgt_in"],
-                               dropout_key=keys)
+    logits, _ = lib.forward(params, spec, batch["src"], batch["src_lengths"], batch["tgt_in"],
+                            dropout_key=keys)
     total, tokens = encdec.loss(logits, batch["tgt_out"], batch["tgt_mask"],
                                 config.label_smoothing, reduction="sum")
     # This device's share of the mean over every target token of the global batch; "tokens"
@@ -229,7 +245,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     del history
     trained = time.time()
     test, validation = data["test"], data["validation"]
-    out = {"params": encdec.count_params(params), "model": config.model.to_dict(),
+    out = {"params": lib.count_params(params), "model": config.model.to_dict(),
            "vocab_sizes": [src_tok.vocab_size, tgt_tok.vocab_size],
            "data": {split: {"pairs": data[split].total, "kept": len(data[split]),
                             "empty_skipped": data[split].empty,
@@ -259,10 +275,24 @@ def make_experiment(config, workdir: str) -> train.Experiment:
       table[f"beam={beam}"] = row
     out["validation/bleu_beam_x_alpha"] = table
 
-    for line in sorted(attention)[:config.num_heatmaps]:
+    lines = sorted(attention)[:config.num_heatmaps]
+    for line in lines:
       src, tokens, weights = attention[line]
-      plot_attention(os.path.join(workdir, f"attention_{line}.png"),
-                     [src_tok.piece(t) for t in src], [tgt_tok.piece(t) for t in tokens], weights)
+      heatmaps.plot_attention(os.path.join(workdir, f"attention_{line}.png"),
+                              [src_tok.piece(t) for t in src], [tgt_tok.piece(t) for t in tokens],
+                              weights)
+    if models.family(config) == "transformer":
+      sentences = [attention[line][:2] for line in lines]
+      for line, (src, tokens), maps in zip(lines, sentences,
+                                           head_maps(lib, spec, params, sentences)):
+        src_pieces = [src_tok.piece(t) for t in src]
+        out_pieces = [tgt_tok.piece(t) for t in tokens]
+        in_pieces = [tgt_tok.piece(text.BOS)] + out_pieces[:-1]
+        axes = {"encoder_self": (src_pieces, src_pieces), "decoder_self": (out_pieces, in_pieces),
+                "cross": (out_pieces, src_pieces)}
+        for kind, weights in maps.items():
+          heatmaps.plot_heads(os.path.join(workdir, f"heads_{kind}_{line}.png"), kind,
+                              *axes[kind], weights)
     now = time.time()
     timing = {"prepare_seconds": round(clock["prepare_seconds"], 1),
               "train_seconds": round(trained - (clock["train_start"] or trained)
