@@ -10,8 +10,8 @@ where DIR holds ``input.txt`` (without ``--config.data_dir`` it is downloaded). 
   ``""`` (default)  the peer recipe, random windows: about 2.5 h on a 2-core CPU (README.md)
   ``gru``          the same with a GRU
   ``stateful``     the same recipe trained by truncated BPTT over 64 streams
-  ``small``        a 2-layer 256-unit LSTM, sequence 128, batch 32, 1,200 steps: ~15-20 min on 2
-                   CPU cores (README.md has its figures)
+  ``small``        a 2-layer 256-unit LSTM, sequence 128, batch 32, 600 steps: ~15-20 min on 2
+                   CPU cores of its own, ~35 min on cores shared with other work (README.md has its figures)
   ``small_gru``, ``small_stateful``: the small recipe with a GRU / with truncated BPTT
   ``smoke``        seconds; the tests run it
 
@@ -46,8 +46,10 @@ def get_config(arg: str = ""):
   config.mode = "windows"
   # Characters per window (windows) or per chunk of every stream (stateful).
   config.seq_len = 256
-  # Native CPU kernels of the fused LSTM: "auto" (when built for this CPU) or "off".
-  config.native_kernels = "auto"
+  # Native CPU kernels of the fused LSTM: "auto" (when built for this CPU) or "off". Off by
+  # default: their threads wait on each other at every step, and on cores shared with other
+  # jobs a step took 15-30 s instead of the XLA loops' 1.2 s (2x256 LSTM, batch 32 x 128).
+  config.native_kernels = "off"
   # Validation: the whole text in this many contiguous streams, read this many characters a call.
   config.eval_streams = 16
   config.eval_chunk = 1024
@@ -85,7 +87,7 @@ def get_config(arg: str = ""):
     config.embed_size = 64
     config.seq_len = 128
     config.batch_size = 32
-    config.num_steps = 1200
+    config.num_steps = 600
     config.log_every = 20
     config.eval_every = 100
     config.checkpoint_every = 100

@@ -226,10 +226,8 @@ def make_training(experiment: Experiment, config: ml_collections.ConfigDict):
   """
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   optimizer = experiment.optimizer or optimizers.make_optimizer(config)
-  # One jitted init: a single compilation instead of one per eager op of the initialisers.
-  state = jax.device_get(jax.jit(lambda key: _init_state(experiment.init, optimizer, key))(
-      init_rng))
-  if experiment.init_carry is not None:
+  carry = None
+  if experiment.init_carry is not None:  # First: a wrong carry fails before the model compiles.
     # A key of its own, so that carrying state leaves the parameters' initialisation as it was.
     carry = jax.device_get(jax.jit(experiment.init_carry)(jax.random.fold_in(init_rng, 1)))
     carry = jax.tree.map(np.asarray, carry)
@@ -238,7 +236,9 @@ def make_training(experiment: Experiment, config: ml_collections.ConfigDict):
       raise ValueError(f"init_carry must return a pytree of arrays whose leading axis is the "
                        f"global batch config.batch_size={config.batch_size}; got "
                        f"{jax.tree.map(np.shape, carry)}")
-    state = state._replace(carry=carry)
+  # One jitted init: a single compilation instead of one per eager op of the initialisers.
+  state = jax.device_get(jax.jit(lambda key: _init_state(experiment.init, optimizer, key))(
+      init_rng))._replace(carry=carry)
   train_step = make_train_step(experiment.loss_fn, optimizer, step_rng, axis_name=AXIS,
                                schedule=optimizers.make_schedule(config),
                                nan_at_step=config.nan_at_step,
