@@ -27,7 +27,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from experiments.char_lm import batches
 from experiments.char_lm import sampling

@@ -23,10 +23,12 @@ import os
 import re
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from experiments.char_lm import experiment
 from experiments.char_lm import sample
+from seqjax.models import rnn_lm
 
 _SPEAKER = re.compile(r"^[A-Z][A-Za-z' ]*:$")
 
@@ -82,10 +84,9 @@ def main(argv=None) -> int:
   if spec.cell != "lstm":
     raise SystemExit(f"error: the cell picture needs an LSTM's cell state; this run is {spec.cell}")
   with open(os.path.join(args.workdir, "config.json"), encoding="utf-8") as f:
-    import ml_collections  # pylint: disable=import-outside-toplevel
     config = ml_collections.ConfigDict(json.load(f))
   text = experiment.load_text(config, args.workdir)["validation"][:args.chars]
-  states = experiment.rnn_lm.layer_states(params, spec, jnp.asarray(vocab.encode(text))[None])
+  states = rnn_lm.layer_states(params, spec, jnp.asarray(vocab.encode(text))[None])
   # tanh(c) of every cell of every layer: [t, L * h]; column j is layer j // h, cell j % h.
   cells = np.concatenate([np.tanh(np.asarray(c[0])) for _, c in states], axis=1)
   report = {"step": step, "characters": len(text), "features": {}}
