@@ -38,6 +38,11 @@ def load_run(workdir: str):
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   vocab = shakespeare.Vocabulary.load(workdir)
+  checkpoints = os.path.join(workdir, "checkpoints")
+  no_checkpoint = (f"no checkpoint in {checkpoints}; train first (python -m experiments.char_lm "
+                   "--workdir ...)")
+  if not os.path.isdir(checkpoints) or not any(n.isdigit() for n in os.listdir(checkpoints)):
+    raise FileNotFoundError(no_checkpoint)  # Said before the model is built for nothing.
   spec = experiment.make_spec(config, len(vocab))
   stateful = config.mode == "stateful"
   structure = train.Experiment(
@@ -46,8 +51,7 @@ def load_run(workdir: str):
       else None)
   loaded = train.load_checkpoint(structure, config, workdir)
   if loaded is None:
-    raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'checkpoints')}; train "
-                            "first (python -m experiments.char_lm --workdir ...)")
+    raise FileNotFoundError(no_checkpoint)
   state, step = loaded
   return state.params, spec, vocab, step
 
