@@ -105,6 +105,12 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
   def restore_latest(self, target: Any) -> tuple[Any, int] | None:
     """Restores the newest checkpoint that passes verification.
 

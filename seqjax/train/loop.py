@@ -13,6 +13,13 @@ How losses combine over devices (``Experiment.loss_reduction``, see ``global_bat
 ``"device_mean"`` (legacy): each device returns the mean over its own slice and the runtime
 averages those (``lax.pmean``), equal to the global mean only when every slice weighs the same.
 
+State carried across steps (``Experiment.init_carry``, e.g. the recurrent state of B parallel
+streams in truncated backpropagation through time) lives in ``TrainState.carry``: a pytree whose
+leaves have the global batch as leading axis, split over processes and devices exactly as the
+batch is, handed to ``loss_fn`` and replaced by what it returns, saved in every checkpoint and
+restored on resume, so a resumed run carries on with the very same state. Gradients never flow
+into it (it is an input of the step, not a parameter).
+
 Order of events after step ``s`` (``state.step == s``): log train metrics, evaluate, then save a
 checkpoint. A checkpoint at step ``s`` therefore always comes after every metrics line of steps
 ``<= s``, and on resume from it the lines of later steps (which will be re-run) are dropped.
@@ -48,10 +55,32 @@ AXIS = global_batch.AXIS  # pmap axis name: gradients and metrics are combined o
 
 
 class TrainState(NamedTuple):
-  """Everything that changes during training. ``step`` counts completed steps."""
+  """Everything that changes during training. ``step`` counts completed steps.
+
+  ``carry`` is the experiment's state carried from step to step (``Experiment.init_carry``),
+  leaves ``[B, ...]`` with the global batch ``B`` leading (``[b, ...]`` inside the step: this
+  device's rows); None when the experiment carries nothing.
+  """
   step: jax.Array  # int32 scalar.
   params: Params
   opt_state: optax.OptState
+  carry: Any = None
+
+
+class _SavedState(NamedTuple):
+  """A TrainState without a carry as it is checkpointed: the layout of every earlier
+  checkpoint (same tree, same digest), so runs that carry nothing restore them unchanged."""
+  step: jax.Array
+  params: Params
+  opt_state: optax.OptState
+
+
+def _to_saved(state: TrainState):
+  return _SavedState(state.step, state.params, state.opt_state) if state.carry is None else state
+
+
+def _from_saved(saved) -> TrainState:
+  return saved if isinstance(saved, TrainState) else TrainState(*saved)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +91,10 @@ class Experiment:
     init: ``rng -> params``; the initial parameters.
     loss_fn: ``(params, batch, rng) -> (loss, metrics)``: the scalar loss and a flat dict of
       scalar metrics (names without a split prefix get ``train/``) of one device's slice of the
-      batch, traced under ``jax.pmap``. What they are depends on ``loss_reduction``.
+      batch, traced under ``jax.pmap``. What they are depends on ``loss_reduction``. With
+      ``init_carry``: ``(params, batch, rng, carry) -> (loss, metrics, new_carry)``, where
+      ``carry`` holds this device's rows of the carried state and ``new_carry`` has its
+      structure, shapes and dtypes.
     get_batch: ``(step, shard_index, num_shards) -> batch``: this process's shard
       (``config.batch_size // num_shards`` examples) of the global batch of ``step``; must be a
       pure function of ``(config.seed, step, shard_index, num_shards)``.
@@ -80,6 +112,10 @@ class Experiment:
       :func:`global_batch.example_keys`). ``"device_mean"`` (legacy, the default): ``loss_fn``
       returns means over its slice, the runtime averages them over devices, and ``rng`` is also
       folded with the device index.
+    init_carry: optional ``rng -> carry``: the state carried from one step to the next, a
+      pytree whose every leaf has the global batch (``config.batch_size``) as leading axis;
+      row ``i`` travels with example ``i`` of every batch (the same process, device and row).
+      It is kept in :class:`TrainState`, checkpointed and restored with it.
   """
   init: Callable[[jax.Array], Params]
   loss_fn: Callable[[Params, Batch, jax.Array], tuple[jax.Array, Metrics]]
@@ -89,6 +125,7 @@ class Experiment:
   plot: Callable[[str, Params, list[dict]], None] | None = None
   optimizer: optax.GradientTransformation | None = None
   loss_reduction: str = "device_mean"
+  init_carry: Callable[[jax.Array], Any] | None = None
 
   def __post_init__(self):
     global_batch.check_reduction(self.loss_reduction)
@@ -113,7 +150,9 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
   """Builds the pure ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
-    loss_fn: ``(params, batch, rng) -> (loss, metrics)``.
+    loss_fn: ``(params, batch, rng) -> (loss, metrics)``; for a state whose ``carry`` is not
+      None, ``(params, batch, rng, carry) -> (loss, metrics, new_carry)`` and the step's state
+      gets ``new_carry`` (no gradient flows into or out of the carry).
     optimizer: the optax transformation (clipping included).
     rng: the run's base key; the step's key is ``fold_in(rng, state.step)`` (with
       ``"device_mean"`` under ``axis_name`` also folded with the device index), so randomness
@@ -138,12 +177,18 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
 
     def loss_and_metrics(params):
       with global_batch.tracing_reduction(loss_reduction):
-        loss, metrics = loss_fn(params, batch, step_rng)
+        if state.carry is None:
+          loss, metrics = loss_fn(params, batch, step_rng)
+          new_carry = None
+        else:
+          loss, metrics, new_carry = loss_fn(params, batch, step_rng, state.carry)
+          _check_new_carry(state.carry, new_carry)
       if nan_at_step >= 0:
         loss = loss * jnp.where(state.step + 1 == nan_at_step, jnp.nan, 1.0)
-      return loss, metrics
+      return loss, (metrics, new_carry)
 
-    (loss, metrics), grads = jax.value_and_grad(loss_and_metrics, has_aux=True)(state.params)
+    (loss, (metrics, new_carry)), grads = jax.value_and_grad(
+        loss_and_metrics, has_aux=True)(state.params)
     metrics = {(k if "/" in k else f"train/{k}"): v for k, v in metrics.items()}
     metrics["train/loss"] = loss
     if axis_name is not None:
@@ -154,25 +199,46 @@ def make_train_step(loss_fn, optimizer: optax.GradientTransformation, rng: jax.A
       metrics["train/learning_rate"] = schedule(state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return TrainState(state.step + 1, params, opt_state), metrics
+    return TrainState(state.step + 1, params, opt_state, new_carry), metrics
 
   return train_step
+
+
+def _check_new_carry(carry, new_carry) -> None:
+  """The carry a loss_fn returns must fit the one it got (it is fed back next step)."""
+  def spec(tree):
+    return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x)), tree)
+  if (jax.tree.structure(carry) != jax.tree.structure(new_carry)
+      or spec(carry) != spec(new_carry)):
+    raise ValueError(f"loss_fn returned a carry {spec(new_carry)} that does not match the carry "
+                     f"it was given {spec(carry)} (structure, shapes and dtypes must agree)")
 
 
 def make_training(experiment: Experiment, config: ml_collections.ConfigDict):
   """The initial state and the train step of a run, before :func:`run` maps the step.
 
   Returns:
-    ``(state, train_step)``: the state from ``config.seed`` (host arrays, no device axis) and
+    ``(state, train_step)``: the state from ``config.seed`` (host arrays, no device axis; the
+    carry, if any, with the global batch leading) and
     :func:`make_train_step` of ``experiment`` with ``axis_name=AXIS``. :func:`run` pmaps the
     step over the devices; ``jax.vmap(train_step, axis_name=AXIS)`` over slices of one
     global batch runs the same collectives in one process (how the tests compare 1 and N).
   """
   init_rng, step_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   optimizer = experiment.optimizer or optimizers.make_optimizer(config)
+  carry = None
+  if experiment.init_carry is not None:  # First: a wrong carry fails before the model compiles.
+    # A key of its own, so that carrying state leaves the parameters' initialisation as it was.
+    carry = jax.device_get(jax.jit(experiment.init_carry)(jax.random.fold_in(init_rng, 1)))
+    carry = jax.tree.map(np.asarray, carry)
+    sizes = {np.shape(leaf)[:1] for leaf in jax.tree.leaves(carry)}
+    if not jax.tree.leaves(carry) or sizes != {(config.batch_size,)}:
+      raise ValueError(f"init_carry must return a pytree of arrays whose leading axis is the "
+                       f"global batch config.batch_size={config.batch_size}; got "
+                       f"{jax.tree.map(np.shape, carry)}")
   # One jitted init: a single compilation instead of one per eager op of the initialisers.
   state = jax.device_get(jax.jit(lambda key: _init_state(experiment.init, optimizer, key))(
-      init_rng))
+      init_rng))._replace(carry=carry)
   train_step = make_train_step(experiment.loss_fn, optimizer, step_rng, axis_name=AXIS,
                                schedule=optimizers.make_schedule(config),
                                nan_at_step=config.nan_at_step,
@@ -200,6 +266,46 @@ def _first_replica(tree):
 
 def _replicate(tree, n: int):
   return jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), tree)
+
+
+def _local_state(state: TrainState, n: int, process_index: int = 0,
+                 num_processes: int = 1) -> TrainState:
+  """The host state laid out for the pmap over this process's ``n`` devices.
+
+  Step, parameters and optimiser state are replicated; the carry is split as the batch is:
+  this process's contiguous share of the global rows, then contiguously over its devices.
+  """
+  local = _replicate(_SavedState(state.step, state.params, state.opt_state), n)
+  carry = None
+  if state.carry is not None:
+    def split(x):
+      x = np.asarray(x)
+      rows = x.shape[0] // num_processes
+      mine = x[process_index * rows:(process_index + 1) * rows]
+      return mine.reshape((n, rows // n) + x.shape[1:])
+    carry = jax.tree.map(split, state.carry)
+  return TrainState(*local, carry)
+
+
+def _host_state(state_rep: TrainState) -> TrainState:
+  """The host copy of a pmapped state (bitwise): device 0's replica and the whole carry.
+
+  The carry's device slices are put back in order into the global rows (gathered from every
+  process in a multi-host run, so that each saves the same checkpoint).
+  """
+  saved = _first_replica(_SavedState(state_rep.step, state_rep.params, state_rep.opt_state))
+  if state_rep.carry is None:
+    return TrainState(*saved)
+
+  def join(x):
+    # A copy, never a view: the device buffers are donated to the next step.
+    x = np.array(x, copy=True)
+    return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
+  carry = jax.tree.map(join, state_rep.carry)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    carry = jax.tree.map(np.asarray, multihost_utils.process_allgather(carry, tiled=True))
+  return TrainState(*saved, carry)
 
 
 def _split_batch(batch: Batch, n: int, local_batch: int) -> Batch:
@@ -245,6 +351,20 @@ class _StopSignals:
     return int(np.max(got)) or None
 
 
+def load_checkpoint(experiment: Experiment, config: ml_collections.ConfigDict,
+                    workdir: str) -> tuple[TrainState, int] | None:
+  """The workdir's latest verified checkpoint as ``(state, step)`` (host arrays), or None.
+
+  For tools that read a run's parameters (sampling, evaluation) without training it; the state
+  has the structure :func:`run` saves for ``experiment`` and ``config``.
+  """
+  state, _ = make_training(experiment, config)
+  with checkpointing.Checkpointer(f"{workdir}/{workdir_lib.CHECKPOINTS}",
+                                  corrupt_dir=f"{workdir}/{workdir_lib.CORRUPT}") as ckpt:
+    restored = ckpt.restore_latest(_to_saved(state))
+  return None if restored is None else (_from_saved(restored[0]), restored[1])
+
+
 def run(experiment: Experiment, config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains ``experiment`` in ``workdir``; returns the results dict (also in results.json).
 
@@ -285,10 +405,10 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
       f"{workdir}/{workdir_lib.CHECKPOINTS}", keep=config.keep_checkpoints,
       best_metric=config.best_metric, best_mode=config.best_mode,
       corrupt_dir=f"{workdir}/{workdir_lib.CORRUPT}")
-  restored = ckpt.restore_latest(state)
+  restored = ckpt.restore_latest(_to_saved(state))
   start = 0
   if restored is not None:
-    state, start = restored
+    state, start = _from_saved(restored[0]), restored[1]
     logging.info("resuming from the checkpoint at step %d in %s", start, ckpt.directory)
   if primary:
     dropped = workdir_lib.truncate_metrics(workdir, start)
@@ -299,7 +419,7 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
   p_train_step = jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
   writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary,
                                      first_step=start)
-  state_rep = _replicate(state, n_local)
+  state_rep = _local_state(state, n_local, jax.process_index(), n_proc)
   last_saved = start if restored is not None else None
   try:
     with _StopSignals() as signals:
@@ -326,7 +446,7 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
           writer.write(done, eval_metrics, meter.rate(done))
         signum = signals.agreed() if (n_proc == 1 or done % config.log_every == 0) else None
         if done % config.checkpoint_every == 0 or last or signum:
-          ckpt.save(done, _first_replica(state_rep), eval_metrics)
+          ckpt.save(done, _to_saved(_host_state(state_rep)), eval_metrics)
           last_saved = done
         if signum:
           ckpt.wait()
@@ -334,7 +454,7 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
           raise StopRequested(f"stopped by {name} at step {done}; checkpoint saved in "
                               f"{ckpt.directory}; rerun the same command to resume", signum)
     ckpt.wait()
-    final_state = _first_replica(state_rep)
+    final_state = _host_state(state_rep)
     results = None
     if primary:
       results = _write_results(experiment, workdir, final_state, config)
