@@ -287,6 +287,20 @@ def _local_state(state: TrainState, n: int, process_index: int = 0,
   return TrainState(*local, carry)
 
 
+def _on_devices(tree, devices: list):
+  """``tree`` (this process's ``[n_local, ...]`` rows) as the arrays the pmapped step returns:
+  sharded over ``devices`` along a mesh axis named ``AXIS``.
+
+  Fed host arrays, the step would compile once for them and again for its own outputs at the
+  second step (jax 0.10's pmap keys its cache on the inputs' shardings); laid out as its outputs
+  are, it compiles once.
+  """
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), (AXIS,)),
+                                        jax.sharding.PartitionSpec(AXIS))
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      tree)
+
+
 def _host_state(state_rep: TrainState) -> TrainState:
   """The host copy of a pmapped state (bitwise): device 0's replica and the whole carry.
 
@@ -419,7 +433,7 @@ def _run_locked(experiment: Experiment, config: ml_collections.ConfigDict, workd
   p_train_step = jax.pmap(train_step, axis_name=AXIS, devices=devices, donate_argnums=(0,))
   writer = metrics_log.MetricsWriter(workdir, config.num_steps, enabled=primary,
                                      first_step=start)
-  state_rep = _local_state(state, n_local, jax.process_index(), n_proc)
+  state_rep = _on_devices(_local_state(state, n_local, jax.process_index(), n_proc), devices)
   last_saved = start if restored is not None else None
   try:
     with _StopSignals() as signals:
