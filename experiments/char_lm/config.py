@@ -13,14 +13,20 @@ where DIR holds ``input.txt`` (without ``--config.data_dir`` it is downloaded). 
   ``small``        a 2-layer 256-unit LSTM, sequence 128, batch 32, 600 steps: ~15-20 min on 2
                    CPU cores of its own, ~35 min on cores shared with other work (README.md has its figures)
   ``small_gru``, ``small_stateful``: the small recipe with a GRU / with truncated BPTT
-  ``smoke``        seconds; the tests run it
+  ``transformer``  nanoGPT's character GPT (6 layers, d 384, 6 heads, block 256, dropout 0.2,
+                   batch 64, Adam 1e-3 with b2 0.99, warmup 100, cosine to 1e-4, 5000 steps;
+                   shared/REFERENCES.md's 1.4700 run): for a GPU
+  ``small_transformer``  a 4-layer d-128 GPT at the small LSTM's size and budget (block 128,
+                   batch 32, 600 steps)
+  ``smoke``, ``smoke_transformer``  seconds; the tests run them
 
 Sampling from a run: ``python -m experiments.char_lm.sample --workdir DIR --prompt "ROMEO:"``.
 """
 
 from seqjax import train
 
-VARIANTS = ("", "gru", "stateful", "small", "small_gru", "small_stateful", "smoke")
+VARIANTS = ("", "gru", "stateful", "small", "small_gru", "small_stateful", "smoke",
+            "transformer", "small_transformer", "smoke_transformer")
 
 
 def get_config(arg: str = ""):
@@ -32,6 +38,9 @@ def get_config(arg: str = ""):
   config.data_dir = ""
   # Where tensorflow-datasets writes the prepared array_record files; "" = <workdir>/tfds.
   config.tfds_dir = ""
+  # Model family: "rnn" (seqjax.models.rnn_lm: a stack of cells) or "transformer"
+  # (seqjax.models.transformer_lm: a decoder-only GPT; windows mode only).
+  config.model = "rnn"
   # Recurrent cell: any seqjax.cells name ("lstm", "gru", ...).
   config.cell = "lstm"
   # Stacked recurrent layers and units per layer.
@@ -39,7 +48,13 @@ def get_config(arg: str = ""):
   config.hidden_size = 512
   # Width of the character embedding.
   config.embed_size = 512
-  # Dropout between recurrent layers and before the softmax (training only).
+  # Transformer only (num_layers and dropout_rate are shared): width, heads, feed-forward
+  # width. Its context is config.seq_len characters (the positions it learns).
+  config.d_model = 384
+  config.num_heads = 6
+  config.ffn_size = 1536
+  # Dropout between recurrent layers and before the softmax (training only); for the
+  # Transformer, on the embeddings, attention weights and residual branches.
   config.dropout_rate = 0.2
   # "windows": random windows from a zero state; "stateful": truncated BPTT over batch_size
   # streams, the state carried from step to step (the runtime's TrainState.carry).
@@ -77,6 +92,17 @@ def get_config(arg: str = ""):
   config.best_metric = "eval/loss"
   config.best_mode = "min"
 
+  if arg.endswith("transformer"):
+    config.model = "transformer"
+    config.num_layers = 6
+    config.learning_rate = 1e-3
+    config.adam_b2 = 0.99
+    config.warmup_steps = 100
+    config.schedule = "cosine"
+    config.min_lr_ratio = 0.1
+    config.num_steps = 5000
+    config.eval_every = 250
+    config.checkpoint_every = 250
   if arg.endswith("gru"):
     config.cell = "gru"
   if arg.endswith("stateful"):
@@ -91,7 +117,7 @@ def get_config(arg: str = ""):
     config.log_every = 20
     config.eval_every = 100
     config.checkpoint_every = 100
-  elif arg == "smoke":
+  elif arg.startswith("smoke"):
     config.num_layers = 2
     config.hidden_size = 16
     config.embed_size = 8
@@ -104,4 +130,17 @@ def get_config(arg: str = ""):
     config.eval_streams = 64
     config.eval_chunk = 2048
     config.sample_length = 40
+  if arg == "small_transformer":
+    config.num_layers = 4
+    config.d_model = 128
+    config.num_heads = 4
+    config.ffn_size = 512
+    config.dropout_rate = 0.1
+    config.warmup_steps = 50
+  if arg == "smoke_transformer":
+    config.num_layers = 2
+    config.d_model = 16
+    config.num_heads = 2
+    config.ffn_size = 32
+    config.warmup_steps = 2
   return config

@@ -3,14 +3,17 @@
   python -m experiments.char_lm --workdir runs/char-lstm [--config experiments/char_lm/config.py:small]
 
 The model (``seqjax.models.rnn_lm``): embedding, a stack of any seqjax cells with dropout between
-layers, a softmax over the 65 characters. Two ways to train (``config.mode``, ``batches.py``):
+layers, a softmax over the 65 characters; or, with ``config.model="transformer"``, the
+decoder-only GPT of ``seqjax.models.transformer_lm`` (random windows only; ``models.py``). Two
+ways to train (``config.mode``, ``batches.py``):
 ``"windows"`` (random windows, each from a zero state, nanoGPT style) and ``"stateful"``
 (truncated backpropagation through time: ``B`` streams through the text, the recurrent state
 carried from one step to the next in the runtime's ``TrainState.carry`` and cut from the
 gradient at every chunk border).
 
 Every evaluation scores the whole validation text, in ``config.eval_streams`` contiguous streams
-read in chunks with the state carried (exact: the same as one long unroll per stream), in nats
+read in chunks with the state carried (exact: the same as one long unroll per stream; for the
+Transformer, chunks of its context length, each from an empty context), in nats
 and bits per character, and appends a sample from ``config.sample_prompt`` to ``samples.txt``.
 The workdir also gets ``vocab.json`` (what ``python -m experiments.char_lm.sample`` reads),
 ``wall_time.jsonl`` (training seconds at each evaluation, evaluations excluded, compilation
@@ -29,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from experiments.char_lm import batches
+from experiments.char_lm import models
 from experiments.char_lm import sampling
 from experiments.char_lm import shakespeare
 from seqjax import kernels
@@ -54,12 +58,9 @@ def check_config(config) -> None:
                      f"{config.native_kernels!r}")
 
 
-def make_spec(config, vocab_size: int) -> rnn_lm.Spec:
-  try:
-    return rnn_lm.Spec(config.cell, vocab_size, config.embed_size, config.hidden_size,
-                       config.num_layers, config.dropout_rate)
-  except ValueError as e:
-    raise ValueError(f"config: {e}") from None
+def make_spec(config, vocab_size: int):
+  """The run's model spec (``models.make_spec``)."""
+  return models.make_spec(config, vocab_size)
 
 
 def kernel_settings(config) -> kernels.Settings:
@@ -72,17 +73,29 @@ def load_text(config, workdir: str) -> dict[str, str]:
   return shakespeare.load(tfds_dir, config.data_dir or None)
 
 
-def make_evaluator(spec: rnn_lm.Spec, settings: kernels.Settings):
-  """``evaluate(params, layout) -> (nll_sum, count)`` over a :func:`batches.evaluation_streams`
-  layout, chunk by chunk with the state carried (float64 sums on the host)."""
+def eval_chunk(config) -> int:
+  """Characters per evaluation call: ``config.eval_chunk``, or the Transformer's context."""
+  return config.seq_len if config.get("model", "rnn") == "transformer" else config.eval_chunk
+
+
+def make_evaluator(spec, settings: kernels.Settings):
+  """``evaluate(params, layout, chunk_len) -> (nll_sum, count)`` over a
+  :func:`batches.evaluation_streams` layout, chunk by chunk (float64 sums on the host): for a
+  recurrent model with the state carried (exact: one long unroll per stream), for a Transformer
+  each chunk from an empty context (``models.py``)."""
+  transformer = models.is_transformer(spec)
+
   @jax.jit
   def chunk(params, inputs, targets, mask, carry):
-    logits, carry = rnn_lm.apply(params, spec, inputs, carry, kernel_settings=settings)
+    if transformer:
+      logits = models.window_logits(params, spec, inputs)
+    else:
+      logits, carry = rnn_lm.apply(params, spec, inputs, carry, kernel_settings=settings)
     return jnp.sum(rnn_lm.token_nll(logits, targets) * mask), carry
 
   def evaluate(params, layout, chunk_len):
     inputs, targets, mask = layout["inputs"], layout["targets"], layout["mask"]
-    carry = rnn_lm.initial_carry(spec, inputs.shape[0])
+    carry = None if transformer else rnn_lm.initial_carry(spec, inputs.shape[0])
     total = 0.0
     for start in range(0, inputs.shape[1], chunk_len):
       part = slice(start, start + chunk_len)
@@ -91,6 +104,13 @@ def make_evaluator(spec: rnn_lm.Spec, settings: kernels.Settings):
     return total, float(mask.sum())
 
   return evaluate
+
+
+def describe(config) -> str:
+  """``3x512 lstm`` or ``6x384 transformer``: the model in a few characters."""
+  if config.get("model", "rnn") == "transformer":
+    return f"{config.num_layers}x{config.d_model} transformer"
+  return f"{config.num_layers}x{config.hidden_size} {config.cell}"
 
 
 def bits_per_char(nats: float) -> float:
@@ -121,13 +141,16 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   settings = kernel_settings(config)
   data = vocab.encode(text["train"], "training text")
   layout = batches.evaluation_streams(vocab.encode(text["validation"], "validation text"),
-                                      config.eval_streams, config.eval_chunk)
+                                      config.eval_streams, eval_chunk(config))
   prompt_ids = vocab.encode(config.sample_prompt, "config.sample_prompt")
   evaluate_text = make_evaluator(spec, settings)
+  family = config.get("model", "rnn")
+  num_params = models.count_params(
+      jax.eval_shape(lambda key: models.init(key, spec), jax.random.PRNGKey(0)))
   clock = {"start": time.perf_counter(), "evaluating": 0.0}
 
   def init(rng):
-    return rnn_lm.init(rng, spec)
+    return models.init(rng, spec)
 
   def token_loss(params, batch, rng, carry):
     keys = train.example_keys(rng, batch["inputs"].shape[0])
@@ -138,8 +161,10 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     return jnp.sum(nll) / count, carry
 
   def loss_windows(params, batch, rng):
-    loss, _ = token_loss(params, batch, rng, rnn_lm.initial_carry(spec, batch["inputs"].shape[0]))
-    return loss, {}
+    keys = train.example_keys(rng, batch["inputs"].shape[0])
+    logits = models.window_logits(params, spec, batch["inputs"], keys, settings)
+    nll = rnn_lm.token_nll(logits, batch["targets"])
+    return jnp.sum(nll) / train.global_sum(jnp.float32(nll.size)), {}
 
   def loss_stateful(params, batch, rng, carry):
     carry = rnn_lm.reset(carry, batch["starts"])
@@ -156,7 +181,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   def evaluate(params, step):
     began = time.perf_counter()
     train_seconds = began - clock["start"] - clock["evaluating"]
-    nll, count = evaluate_text(params, layout, config.eval_chunk)
+    nll, count = evaluate_text(params, layout, eval_chunk(config))
     nats = nll / count
     metrics = {"eval/loss": nats, "eval/bits_per_char": bits_per_char(nats)}
     if jax.process_index() == 0:
@@ -173,8 +198,10 @@ def make_experiment(config, workdir: str) -> train.Experiment:
     del params
     evals = [r for r in history if r["split"] == "eval"]
     best = min(evals, key=lambda r: r["eval/loss"]) if evals else None
-    return {"cell": config.cell, "num_layers": config.num_layers,
-            "hidden_size": config.hidden_size, "mode": config.mode,
+    return {"model": family, "cell": config.cell if family == "rnn" else None,
+            "num_layers": config.num_layers, "parameters": num_params,
+            "hidden_size": config.hidden_size if family == "rnn" else config.d_model,
+            "mode": config.mode,
             "vocab_size": len(vocab), "validation_predictions": int(layout["mask"].sum()),
             "best_eval_loss": best and best["eval/loss"],
             "best_eval_bits_per_char": best and best["eval/bits_per_char"],
@@ -190,8 +217,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
       rows = [r for r in history if r["split"] == split]
       ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=f"{split} (nats/char)")
     ax.set(xlabel="step", ylabel="cross-entropy (nats/char)",
-           title=f"Tiny Shakespeare, {config.num_layers}x{config.hidden_size} {config.cell}, "
-                 f"{config.mode}")
+           title=f"Tiny Shakespeare, {describe(config)}, {config.mode}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(workdir_, "learning_curve.png"), dpi=100)

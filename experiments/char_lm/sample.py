@@ -19,6 +19,7 @@ import sys
 import ml_collections
 
 from experiments.char_lm import experiment
+from experiments.char_lm import models
 from experiments.char_lm import sampling
 from experiments.char_lm import shakespeare
 from seqjax import train
@@ -46,7 +47,7 @@ def load_run(workdir: str):
   spec = experiment.make_spec(config, len(vocab))
   stateful = config.mode == "stateful"
   structure = train.Experiment(
-      init=lambda rng: rnn_lm.init(rng, spec), loss_fn=None, get_batch=None,
+      init=lambda rng: models.init(rng, spec), loss_fn=None, get_batch=None,
       init_carry=(lambda rng: rnn_lm.initial_carry(spec, config.batch_size)) if stateful
       else None)
   loaded = train.load_checkpoint(structure, config, workdir)

@@ -18,11 +18,14 @@ import numpy as np
 import pytest
 
 from experiments.char_lm import batches
+from experiments.char_lm import config as config_lib
 from experiments.char_lm import experiment
+from experiments.char_lm import models
 from experiments.char_lm import sample
 from experiments.char_lm import sampling
 from experiments.char_lm import shakespeare
 from seqjax.models import rnn_lm
+from seqjax.models import transformer_lm
 
 import forced_devices
 
@@ -169,10 +172,8 @@ def test_the_real_split_has_nanogpt_counts():
   assert len(shakespeare.Vocabulary.from_text(parts["train"] + parts["validation"])) == 65
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  """The smoke variant end to end on a small text folder (a synthetic play, ~5,000 characters)."""
-  root = tmp_path_factory.mktemp("char_lm")
+def _smoke(root, variant: str):
+  """A smoke variant end to end on a small text folder (a synthetic play, ~5,000 characters)."""
   source = root / "text"
   source.mkdir()
   rng = np.random.default_rng(0)
@@ -182,9 +183,15 @@ def smoke_run(tmp_path_factory):
   (source / "input.txt").write_text("".join(lines))
   workdir = root / "run"
   proc = forced_devices.run_experiment("char_lm", workdir, f"--config.data_dir={source}",
-                                       "--config.eval_streams=4", "--config.eval_chunk=64")
+                                       "--config.eval_streams=4", "--config.eval_chunk=64",
+                                       variant=variant)
   forced_devices.assert_ok(proc)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  return _smoke(tmp_path_factory.mktemp("char_lm"), "smoke")
 
 
 def test_smoke_run_end_to_end(smoke_run):
@@ -237,3 +244,88 @@ def test_sample_command(smoke_run, tmp_path, capsys):
   assert sample.main(["--workdir", str(empty)]) == 1
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and err.startswith(f"error: no checkpoint in {empty}/checkpoints")
+
+
+# The Transformer variant: no carried state, a context of max_len characters.
+TF_SPEC = transformer_lm.LMSpec(6, d_model=8, num_heads=2, ffn_size=16, num_layers=2,
+                                dropout=0.0, max_len=5)
+
+
+@pytest.fixture(scope="module")
+def tf_params():
+  return jax.tree.map(lambda x: 3.0 * x, models.init(jax.random.PRNGKey(1), TF_SPEC))
+
+
+def test_transformer_sampling_slides_its_window_past_the_context(tf_params):
+  # 12 characters from a 3-character prompt with a context of 5: top-1 sampling and greedy
+  # decoding equal a brute-force argmax that reads the last 5 characters of the text each step.
+  prompt = np.array([1, 4, 2], np.int32)
+  top1 = sampling.generate(tf_params, TF_SPEC, prompt, 12, temperature=0.7, top_k=1, seed=3)
+  greedy = sampling.generate(tf_params, TF_SPEC, prompt, 12, greedy=True)
+  text = list(prompt)
+  for _ in range(12):
+    context = jnp.array([text[-TF_SPEC.max_len:]])
+    logits = transformer_lm.lm_forward(tf_params, TF_SPEC, context)
+    text.append(int(jnp.argmax(logits[0, -1])))
+  np.testing.assert_array_equal(top1, text[3:])
+  np.testing.assert_array_equal(greedy, text[3:])
+  assert len(set(text[3:])) > 1
+  # A prompt longer than the context keeps its last 5 characters.
+  long = np.array([3, 3, 0, 1, 5, 2, 4], np.int32)
+  np.testing.assert_array_equal(
+      sampling.generate(tf_params, TF_SPEC, long, 4, greedy=True),
+      sampling.generate(tf_params, TF_SPEC, long[-6:], 4, greedy=True))
+  # The same seed, the same sample; another seed, another.
+  a, b, c = (sampling.generate(tf_params, TF_SPEC, prompt, 30, temperature=1.5, seed=s)
+             for s in (7, 7, 8))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+
+
+def test_transformer_evaluation_reads_windows_of_its_context(tf_params):
+  # A text of 40 characters in 2 streams, chunks of 5: every prediction is scored once, from the
+  # characters of its own window only (brute force: one forward over exactly those characters).
+  text = np.random.default_rng(2).integers(0, TF_SPEC.vocab, 40).astype(np.int32)
+  layout = batches.evaluation_streams(text, num_streams=2, chunk_len=5)
+  nll, count = experiment.make_evaluator(TF_SPEC, None)(tf_params, layout, 5)
+  per_stream = 20  # ceil(39 predictions / 2)
+  want = 0.0
+  for i in range(39):  # prediction i reads text[i] and predicts text[i + 1]
+    stream_start = (i // per_stream) * per_stream
+    start = stream_start + (i - stream_start) // 5 * 5
+    logits = transformer_lm.lm_forward(tf_params, TF_SPEC, jnp.array([text[start:i + 1]]))
+    want -= float(jax.nn.log_softmax(logits[0, -1])[text[i + 1]])
+  assert count == 39
+  np.testing.assert_allclose(nll, want, rtol=1e-5)
+
+
+def test_transformer_config_errors():
+  config = config_lib.get_config("smoke_transformer")
+  config.mode = "stateful"
+  with pytest.raises(ValueError, match=r"^config: the Transformer trains on random windows only"):
+    models.make_spec(config, 65)
+  config = config_lib.get_config("smoke_transformer")
+  config.num_heads = 3
+  with pytest.raises(ValueError, match=r"^config: .*16.*3"):
+    models.make_spec(config, 65)
+
+
+def test_transformer_smoke_run_and_sample(tmp_path, capsys):
+  run = _smoke(tmp_path, "smoke_transformer")
+  results = json.loads((run / "results.json").read_text())
+  evals = [r["eval/loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+           if r["split"] == "eval"]
+  assert results["model"] == "transformer" and results["step"] == 6 and len(evals) == 2
+  assert results["best_eval_loss"] == min(evals)
+  vocab = json.loads((run / "vocab.json").read_text())["chars"]
+  assert abs(evals[0] - math.log(len(vocab))) < 1.0  # near chance: an untrained model
+  n = len((tmp_path / "text" / "input.txt").read_text())
+  assert results["validation_predictions"] == n - int(0.9 * n) - 1
+  # The sample command rebuilds the Transformer from the workdir: 40 characters, past its
+  # 16-character context, as sampling.generate draws them from the checkpoint.
+  assert sample.main(["--workdir", str(run), "--prompt", "ROMEO:", "--length", "40",
+                      "--seed", "2"]) == 0
+  params, spec, vocab_, _ = sample.load_run(str(run))
+  want = vocab_.decode(sampling.generate(params, spec, vocab_.encode("ROMEO:"), 40, seed=2))
+  assert models.is_transformer(spec) and spec.max_len == 16
+  assert capsys.readouterr().out == "ROMEO:" + want + "\n"
