@@ -154,6 +154,28 @@ def init_lstm(key, input_size: int, hidden_size: int, dtype=jnp.float32,
   return params
 
 
+def chrono_lstm_biases(key, params: Params, t_max: float) -> Params:
+  """An LSTM's gate biases set by chrono initialisation (Tallec & Ollivier 2018).
+
+  The forget gate's bias is ``log(u)`` with ``u ~ U(1, t_max - 1)`` per unit and the input
+  gate's its negative, so at init unit ``j`` forgets with a characteristic time of about ``u_j``
+  steps, spread over the range of lags the task needs (``t_max``: the longest). The whole bias
+  sits in ``b_hh``; ``b_ih``'s input and forget parts become 0. Layout ``[i, f, g, o]``
+  (:func:`init_lstm`); the other parameters are returned unchanged.
+  """
+  if not t_max > 2:
+    raise ValueError(f"chrono initialisation needs t_max > 2; got {t_max}")
+  h = params["w_hh"].shape[0]
+  if params["b_hh"].shape != (4 * h,):
+    raise ValueError(f"chrono initialisation is for the LSTM's 4 gates [i, f, g, o]; got biases "
+                     f"of shape {params['b_hh'].shape} for {h} units")
+  dtype = params["b_hh"].dtype
+  forget = jnp.log(jax.random.uniform(key, (h,), jnp.float32, 1.0, t_max - 1.0)).astype(dtype)
+  b_hh = params["b_hh"].at[:h].set(-forget).at[h:2 * h].set(forget)
+  b_ih = params["b_ih"].at[:2 * h].set(0)
+  return dict(params, b_ih=b_ih, b_hh=b_hh)
+
+
 def lstm_step(params: Params, carry, gx_t: jax.Array):
   """``carry = (h, c)``, each ``[b, h]``; ``gx_t: [b, 4h]`` -> ``((h, c), h)``."""
   h, c = carry

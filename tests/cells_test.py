@@ -246,3 +246,26 @@ def test_project_gate_blocks_are_the_projection_split_by_gate(input_size, dtype)
   np.testing.assert_allclose(jnp.concatenate(time_major, -1), jnp.swapaxes(whole, 0, 1),
                              rtol=1e-6, atol=1e-6)
   assert all(blk.dtype == jnp.float32 for blk in blocks + time_major)
+
+
+def test_chrono_initialisation_of_the_lstm_biases():
+  key, key_bias = jax.random.split(jax.random.PRNGKey(4))
+  params = cells.get_cell("lstm").init(key, D, 64)
+  chrono = cells.chrono_lstm_biases(key_bias, params, 400.0)
+  u = np.asarray(jax.random.uniform(key_bias, (64,), jnp.float32, 1.0, 399.0))
+  total = np.asarray(chrono["b_ih"] + chrono["b_hh"])
+  # Forget bias log(u), input bias -log(u), u in [1, 399); the other gates' biases unchanged.
+  np.testing.assert_allclose(total[64:128], np.log(u), rtol=1e-6)
+  np.testing.assert_allclose(total[:64], -np.log(u), rtol=1e-6)
+  assert 0.0 <= total[64:128].min() and total[64:128].max() < np.log(399.0)
+  np.testing.assert_array_equal(total[128:], np.asarray(params["b_ih"] + params["b_hh"])[128:])
+  for name in ("w_ih", "w_hh"):
+    np.testing.assert_array_equal(chrono[name], params[name])
+  # At init, with zero inputs and state, unit j's memory decays by sigmoid(log u_j) = 1 - 1/(u_j + 1)
+  # a step: a characteristic time of u_j + 1 steps.
+  forget = 1 / (1 + np.exp(-total[64:128]))
+  np.testing.assert_allclose(1 / (1 - forget), u + 1, rtol=1e-4)
+  with pytest.raises(ValueError, match="LSTM's 4 gates"):
+    cells.chrono_lstm_biases(key_bias, cells.get_cell("gru").init(key, D, 8), 400.0)
+  with pytest.raises(ValueError, match="t_max > 2"):
+    cells.chrono_lstm_biases(key_bias, params, 2.0)

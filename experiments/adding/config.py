@@ -53,6 +53,9 @@ def get_config(arg: str = ""):
   config.hidden_size = 128
   # Added to the LSTM's forget-gate bias at init so the cell keeps its memory early on (LSTM only).
   config.forget_bias = 1.0
+  # Chrono initialisation of the LSTM's gate biases (Tallec & Ollivier 2018, seqjax.cells.
+  # chrono_lstm_biases) for lags up to this many steps, replacing forget_bias; 0 = off.
+  config.chrono_t_max = 0
   # Native CPU LSTM kernels: "auto" (seqjax.kernels decides) or "off" (XLA's fused loops, which
   # ran faster for this layer size on the 2-core CPU; README.md).
   config.native_kernels = "off"

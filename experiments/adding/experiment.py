@@ -65,11 +65,17 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   if config.hidden_size <= 0:
     raise ValueError(f"config.hidden_size must be > 0, got {config.hidden_size}")
   settings = kernel_settings(config)
+  chrono = config.get("chrono_t_max", 0)
+  if chrono and config.cell != "lstm":
+    raise ValueError(f"config.chrono_t_max applies to cell='lstm' only; got cell={config.cell!r}")
 
   def init(rng):
     k_cell, k_out = jax.random.split(rng)
     h = config.hidden_size
-    return {"cell": cell.init(k_cell, 2, h),
+    cell_params = cell.init(k_cell, 2, h)
+    if chrono:
+      cell_params = cells.chrono_lstm_biases(jax.random.fold_in(rng, 1), cell_params, chrono)
+    return {"cell": cell_params,
             "w_out": jax.random.normal(k_out, (h, 1), jnp.float32) * h ** -0.5,
             "b_out": jnp.zeros((1,), jnp.float32)}
 

@@ -30,10 +30,12 @@ from experiments.adding import experiment
 from seqjax.train import workdir as workdir_lib
 
 _CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config.py")
-# A table cell name -> (config variant prefix, extra overrides).
+# A table cell name -> (config variant prefix, extra overrides; "{seq_len}" is the run's T).
 CELLS = {"lstm": ("", ["--config.cell=lstm"]), "gru": ("", ["--config.cell=gru"]),
          "rnn": ("", ["--config.cell=rnn"]), "irnn": ("", ["--config.cell=irnn"]),
-         "irnn_sgd": ("irnn-", [])}
+         "irnn_sgd": ("irnn-", []),
+         # The LSTM with chrono-initialised gate biases for lags up to T.
+         "lstm_chrono": ("", ["--config.cell=lstm", "--config.chrono_t_max={seq_len}"])}
 SOLVED = 0.1  # A run counts as solved below this fraction of the baseline MSE.
 
 
@@ -66,7 +68,8 @@ def train_one(run_dir: str, cell: str, seq_len: int, max_steps: int, extra: list
   """Trains one (cell, T) until solved or ``max_steps``; returns the wall seconds spent."""
   variant, overrides = CELLS[cell]
   command = [sys.executable, "-m", "experiments.adding", f"--workdir={run_dir}",
-             f"--config={_CONFIG}:{variant}t{seq_len}", *overrides, *extra]
+             f"--config={_CONFIG}:{variant}t{seq_len}",
+             *(o.format(seq_len=seq_len) for o in overrides), *extra]
   start = time.time()
   proc = subprocess.Popen(command + [f"--config.num_steps={max_steps}"])
   stopped_at = None
