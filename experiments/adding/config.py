@@ -5,7 +5,9 @@
 Expected result (2-core CPU shared with other jobs, 2026-12-03, README.md): eval MSE below 10% of
 the predict-the-mean baseline (0.1667) at step 3,250 (0.0156; 44 minutes there); the GRU
 (``--config.cell=gru``) at step 2,250. At T = 400 the LSTM was still at the baseline after 1,250
-steps (53 minutes); published LSTMs leave it near 8k steps. Other variants::
+steps (53 minutes); published LSTMs leave it near 8k steps. With chrono-initialised gate biases
+(``--config.chrono_t_max=400``) the LSTM solved T = 400 at step 2,750 (2026-12-04). Other
+variants::
 
   python -m experiments.adding --workdir /tmp/adding-smoke \\
       --config experiments/adding/config.py:smoke
