@@ -106,11 +106,17 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   options = {"forget_bias": config.forget_bias} if config.cell == "lstm" else {}
   cell = cells.get_cell(config.cell, **options)
   settings = kernels.Settings(native=None if config.native_kernels else False)
+  chrono = config.get("chrono_t_max", 0)
+  if chrono and config.cell != "lstm":
+    raise ValueError(f"config.chrono_t_max applies to cell='lstm' only; got cell={config.cell!r}")
 
   def init(rng):
     k_cell, k_out = jax.random.split(rng)
     h = config.hidden_size
-    return {"cell": cell.init(k_cell, 1, h),
+    cell_params = cell.init(k_cell, 1, h)
+    if chrono:
+      cell_params = cells.chrono_lstm_biases(jax.random.fold_in(rng, 1), cell_params, chrono)
+    return {"cell": cell_params,
             "w_out": jax.random.normal(k_out, (h, 10), jnp.float32) * h ** -0.5,
             "b_out": jnp.zeros((10,), jnp.float32)}
 
