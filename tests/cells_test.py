@@ -261,8 +261,8 @@ def test_chrono_initialisation_of_the_lstm_biases():
   np.testing.assert_array_equal(total[128:], np.asarray(params["b_ih"] + params["b_hh"])[128:])
   for name in ("w_ih", "w_hh"):
     np.testing.assert_array_equal(chrono[name], params[name])
-  # At init, with zero inputs and state, unit j's memory decays by sigmoid(log u_j) = 1 - 1/(u_j + 1)
-  # a step: a characteristic time of u_j + 1 steps.
+  # At init, with zero inputs and state, unit j's memory decays by
+  # sigmoid(log u_j) = 1 - 1/(u_j + 1) a step: a characteristic time of u_j + 1 steps.
   forget = 1 / (1 + np.exp(-total[64:128]))
   np.testing.assert_allclose(1 / (1 - forget), u + 1, rtol=1e-4)
   with pytest.raises(ValueError, match="LSTM's 4 gates"):

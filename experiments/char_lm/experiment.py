@@ -58,11 +58,6 @@ def check_config(config) -> None:
                      f"{config.native_kernels!r}")
 
 
-def make_spec(config, vocab_size: int):
-  """The run's model spec (``models.make_spec``)."""
-  return models.make_spec(config, vocab_size)
-
-
 def kernel_settings(config) -> kernels.Settings:
   return kernels.Settings(native=None if config.native_kernels == "auto" else False)
 
@@ -73,9 +68,9 @@ def load_text(config, workdir: str) -> dict[str, str]:
   return shakespeare.load(tfds_dir, config.data_dir or None)
 
 
-def eval_chunk(config) -> int:
+def eval_chunk(config, spec) -> int:
   """Characters per evaluation call: ``config.eval_chunk``, or the Transformer's context."""
-  return config.seq_len if config.get("model", "rnn") == "transformer" else config.eval_chunk
+  return spec.max_len if models.is_transformer(spec) else config.eval_chunk
 
 
 def make_evaluator(spec, settings: kernels.Settings):
@@ -106,13 +101,6 @@ def make_evaluator(spec, settings: kernels.Settings):
   return evaluate
 
 
-def describe(config) -> str:
-  """``3x512 lstm`` or ``6x384 transformer``: the model in a few characters."""
-  if config.get("model", "rnn") == "transformer":
-    return f"{config.num_layers}x{config.d_model} transformer"
-  return f"{config.num_layers}x{config.hidden_size} {config.cell}"
-
-
 def bits_per_char(nats: float) -> float:
   return nats / math.log(2.0)
 
@@ -137,14 +125,15 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   vocab = shakespeare.Vocabulary.from_text(text["train"] + text["validation"])
   if jax.process_index() == 0:
     vocab.save(workdir)
-  spec = make_spec(config, len(vocab))
+  spec = models.make_spec(config, len(vocab))
+  chunk_len = eval_chunk(config, spec)
   settings = kernel_settings(config)
   data = vocab.encode(text["train"], "training text")
   layout = batches.evaluation_streams(vocab.encode(text["validation"], "validation text"),
-                                      config.eval_streams, eval_chunk(config))
+                                      config.eval_streams, chunk_len)
   prompt_ids = vocab.encode(config.sample_prompt, "config.sample_prompt")
   evaluate_text = make_evaluator(spec, settings)
-  family = config.get("model", "rnn")
+  family = models.family(config)
   num_params = models.count_params(
       jax.eval_shape(lambda key: models.init(key, spec), jax.random.PRNGKey(0)))
   clock = {"start": time.perf_counter(), "evaluating": 0.0}
@@ -152,24 +141,22 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   def init(rng):
     return models.init(rng, spec)
 
-  def token_loss(params, batch, rng, carry):
-    keys = train.example_keys(rng, batch["inputs"].shape[0])
-    logits, carry = rnn_lm.apply(params, spec, batch["inputs"], carry, dropout_key=keys,
-                                 kernel_settings=settings)
-    nll = rnn_lm.token_nll(logits, batch["targets"])
-    count = train.global_sum(jnp.float32(nll.size))
-    return jnp.sum(nll) / count, carry
+  def mean_nll(logits, targets):
+    """This device's share of the global batch's mean next-character loss."""
+    nll = rnn_lm.token_nll(logits, targets)
+    return jnp.sum(nll) / train.global_sum(jnp.float32(nll.size))
 
   def loss_windows(params, batch, rng):
     keys = train.example_keys(rng, batch["inputs"].shape[0])
     logits = models.window_logits(params, spec, batch["inputs"], keys, settings)
-    nll = rnn_lm.token_nll(logits, batch["targets"])
-    return jnp.sum(nll) / train.global_sum(jnp.float32(nll.size)), {}
+    return mean_nll(logits, batch["targets"]), {}
 
   def loss_stateful(params, batch, rng, carry):
+    keys = train.example_keys(rng, batch["inputs"].shape[0])
     carry = rnn_lm.reset(carry, batch["starts"])
-    loss, carry = token_loss(params, batch, rng, carry)
-    return loss, {}, rnn_lm.detach(carry)
+    logits, carry = rnn_lm.apply(params, spec, batch["inputs"], carry, dropout_key=keys,
+                                 kernel_settings=settings)
+    return mean_nll(logits, batch["targets"]), {}, rnn_lm.detach(carry)
 
   def get_batch(step, shard_index, num_shards):
     if config.mode == "windows":
@@ -181,7 +168,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   def evaluate(params, step):
     began = time.perf_counter()
     train_seconds = began - clock["start"] - clock["evaluating"]
-    nll, count = evaluate_text(params, layout, eval_chunk(config))
+    nll, count = evaluate_text(params, layout, chunk_len)
     nats = nll / count
     metrics = {"eval/loss": nats, "eval/bits_per_char": bits_per_char(nats)}
     if jax.process_index() == 0:
@@ -217,7 +204,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
       rows = [r for r in history if r["split"] == split]
       ax.plot([r["step"] for r in rows], [r[key] for r in rows], label=f"{split} (nats/char)")
     ax.set(xlabel="step", ylabel="cross-entropy (nats/char)",
-           title=f"Tiny Shakespeare, {describe(config)}, {config.mode}")
+           title=f"Tiny Shakespeare, {' '.join(reversed(models.label(config)))}, {config.mode}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(workdir_, "learning_curve.png"), dpi=100)

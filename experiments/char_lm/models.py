@@ -20,16 +20,33 @@ from seqjax.models import transformer_lm
 FAMILIES = ("rnn", "transformer")
 
 
+def family(config) -> str:
+  """``config.model`` (a config or its ``config.json`` dict; runs from before the field: "rnn")."""
+  return config.get("model", "rnn")
+
+
+def label(config) -> tuple[str, str]:
+  """``(cell, size)`` of a run for tables and plots: ``("lstm", "3x512")`` or
+  ``("transformer", "6x384")`` (layers x width)."""
+  if family(config) == "transformer":
+    return "transformer", f"{config['num_layers']}x{config['d_model']}"
+  return config["cell"], f"{config['num_layers']}x{config['hidden_size']}"
+
+
 def is_transformer(spec) -> bool:
   return isinstance(spec, transformer_lm.LMSpec)
 
 
+def num_chars(spec) -> int:
+  return spec.vocab if is_transformer(spec) else spec.vocab_size
+
+
 def make_spec(config, vocab_size: int):
   """``rnn_lm.Spec`` or ``transformer_lm.LMSpec``; ValueError naming the bad config field."""
-  if config.get("model", "rnn") not in FAMILIES:
+  if family(config) not in FAMILIES:
     raise ValueError(f"config.model must be one of {FAMILIES}, got {config.model!r}")
   try:
-    if config.get("model", "rnn") == "rnn":
+    if family(config) == "rnn":
       return rnn_lm.Spec(config.cell, vocab_size, config.embed_size, config.hidden_size,
                          config.num_layers, config.dropout_rate)
     if config.mode != "windows":

@@ -18,7 +18,6 @@ import sys
 
 import ml_collections
 
-from experiments.char_lm import experiment
 from experiments.char_lm import models
 from experiments.char_lm import sampling
 from experiments.char_lm import shakespeare
@@ -44,7 +43,7 @@ def load_run(workdir: str):
                    "--workdir ...)")
   if not os.path.isdir(checkpoints) or not any(n.isdigit() for n in os.listdir(checkpoints)):
     raise FileNotFoundError(no_checkpoint)  # Said before the model is built for nothing.
-  spec = experiment.make_spec(config, len(vocab))
+  spec = models.make_spec(config, len(vocab))
   stateful = config.mode == "stateful"
   structure = train.Experiment(
       init=lambda rng: models.init(rng, spec), loss_fn=None, get_batch=None,

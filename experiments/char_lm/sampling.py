@@ -57,7 +57,7 @@ def _generate(params, spec, prompt, key, *, length, temperature, top_k, greedy):
     if prompt.shape[0] > 1:
       _, carry = rnn_lm.apply(params, spec, prompt[None, :-1], carry)
     step_fn = functools.partial(rnn_lm.step, params, spec)
-  common = dict(max_len=length, bos_id=0, eos_id=spec_vocab(spec), return_attention=False)
+  common = dict(max_len=length, bos_id=0, eos_id=models.num_chars(spec), return_attention=False)
   # bos_id is a placeholder: the loop's first input is the prompt's last character, passed in
   # the state below, so a prompt needs no special start token.
   first = prompt[-1:]
@@ -75,10 +75,6 @@ def _generate(params, spec, prompt, key, *, length, temperature, top_k, greedy):
     out = decoding.sample(step_from_prompt, state, key, temperature=temperature, top_k=top_k,
                           **common)
   return out.tokens[0]
-
-
-def spec_vocab(spec) -> int:
-  return spec.vocab if models.is_transformer(spec) else spec.vocab_size
 
 
 def generate(params, spec, prompt: np.ndarray, length: int,
@@ -101,8 +97,8 @@ def generate(params, spec, prompt: np.ndarray, length: int,
     raise ValueError(f"length must be >= 1; got {length}")
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0; got {temperature}")
-  if top_k < 0 or top_k > spec_vocab(spec):
-    raise ValueError(f"top_k must be in [0, {spec_vocab(spec)}]; got {top_k}")
+  if top_k < 0 or top_k > models.num_chars(spec):
+    raise ValueError(f"top_k must be in [0, {models.num_chars(spec)}]; got {top_k}")
   tokens = _generate(params, spec, jnp.asarray(prompt), jax.random.PRNGKey(seed), length=length,
                      temperature=float(temperature), top_k=int(top_k), greedy=bool(greedy))
   return np.asarray(tokens)

@@ -19,6 +19,8 @@ import math
 import os
 import platform
 
+from experiments.char_lm import models
+
 
 def _jsonl(path: str) -> list[dict]:
   if not os.path.exists(path):
@@ -45,20 +47,13 @@ def summarise(workdir: str, framework: str, target: float) -> dict:
   reached = next((r for r in timeline if r["eval/loss"] <= target), None)
   return {
       "name": os.path.basename(os.path.normpath(workdir)), "framework": framework,
-      **_model(config),
+      **dict(zip(("cell", "size"), models.label(config))),
       "mode": config["mode"], "batch": config["batch_size"], "seq_len": config["seq_len"],
       "best_eval_loss": best["eval/loss"], "best_bits_per_char": best["eval/loss"] / math.log(2),
       "best_step": best["step"], "best_train_seconds": best["train_seconds"],
       "target": target, "seconds_to_target": reached and reached["train_seconds"],
       "steps": timeline[-1]["step"], "train_seconds": timeline[-1]["train_seconds"],
       "curve": [(r["step"], r["train_seconds"], r["eval/loss"]) for r in timeline]}
-
-
-def _model(config: dict) -> dict:
-  """The run's ``cell`` column and ``size`` (layers x width) from its config."""
-  if config.get("model", "rnn") == "transformer":
-    return {"cell": "transformer", "size": f"{config['num_layers']}x{config['d_model']}"}
-  return {"cell": config["cell"], "size": f"{config['num_layers']}x{config['hidden_size']}"}
 
 
 def write_table(rows: list[dict], out: str, hardware: str) -> None:
