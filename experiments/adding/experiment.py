@@ -50,6 +50,32 @@ def make_cell(config) -> cells.Cell:
   return cells.get_cell(config.cell, **({"forget_bias": config.forget_bias} if lstm else {}))
 
 
+def checked_chrono_t_max(config) -> int:
+  """``config.chrono_t_max`` (0: the cell's own initialisation), which only an LSTM takes."""
+  chrono = config.get("chrono_t_max", 0)
+  if chrono and config.cell != "lstm":
+    raise ValueError(f"config.chrono_t_max applies to cell='lstm' only; got cell={config.cell!r}")
+  return chrono
+
+
+def init_readout(cell: cells.Cell, rng, input_size: int, hidden_size: int, outputs: int,
+                 chrono_t_max: int = 0) -> dict:
+  """A recurrent cell and a linear readout of its final hidden state: ``{"cell", "w_out",
+  "b_out"}``; with ``chrono_t_max`` the LSTM's gate biases are chrono-initialised."""
+  k_cell, k_out = jax.random.split(rng)
+  cell_params = cell.init(k_cell, input_size, hidden_size)
+  if chrono_t_max:
+    cell_params = cells.chrono_lstm_biases(jax.random.fold_in(rng, 1), cell_params, chrono_t_max)
+  w_out = jax.random.normal(k_out, (hidden_size, outputs), jnp.float32) * hidden_size ** -0.5
+  return {"cell": cell_params, "w_out": w_out, "b_out": jnp.zeros((outputs,), jnp.float32)}
+
+
+def readout(cell: cells.Cell, params, xs: jax.Array, settings: kernels.Settings) -> jax.Array:
+  """``xs: [b, t, d]`` -> ``[b, outputs]``: the readout of the cell's final hidden state."""
+  _, carry = recurrent.unroll(cell, params["cell"], xs, kernel_settings=settings)
+  return cells.output_of(carry) @ params["w_out"] + params["b_out"]
+
+
 def kernel_settings(config) -> kernels.Settings:
   """``config.native_kernels`` ("auto" or "off") as the recurrent layer's kernel settings."""
   if config.native_kernels not in ("auto", "off"):
@@ -65,25 +91,14 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   if config.hidden_size <= 0:
     raise ValueError(f"config.hidden_size must be > 0, got {config.hidden_size}")
   settings = kernel_settings(config)
-  chrono = config.get("chrono_t_max", 0)
-  if chrono and config.cell != "lstm":
-    raise ValueError(f"config.chrono_t_max applies to cell='lstm' only; got cell={config.cell!r}")
+  chrono = checked_chrono_t_max(config)
 
   def init(rng):
-    k_cell, k_out = jax.random.split(rng)
-    h = config.hidden_size
-    cell_params = cell.init(k_cell, 2, h)
-    if chrono:
-      cell_params = cells.chrono_lstm_biases(jax.random.fold_in(rng, 1), cell_params, chrono)
-    return {"cell": cell_params,
-            "w_out": jax.random.normal(k_out, (h, 1), jnp.float32) * h ** -0.5,
-            "b_out": jnp.zeros((1,), jnp.float32)}
+    return init_readout(cell, rng, 2, config.hidden_size, 1, chrono)
 
   def predict(params, xs):
     """``xs: [b, t, 2]`` -> ``[b]`` predicted sums."""
-    _, carry = recurrent.unroll(cell, params["cell"], xs, kernel_settings=settings)
-    h = cells.output_of(carry)
-    return (h @ params["w_out"] + params["b_out"])[:, 0]
+    return readout(cell, params, xs, settings)[:, 0]
 
   def loss_fn(params, batch, rng):  # pylint: disable=unused-argument
     err = predict(params, batch["xs"]) - batch["ys"]

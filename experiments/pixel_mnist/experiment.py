@@ -20,10 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.adding import experiment as adding
 from experiments.pixel_mnist import mnist
 from seqjax import cells
 from seqjax import kernels
-from seqjax import recurrent
 from seqjax import train
 
 PIXELS = mnist.ROWS * mnist.COLS
@@ -106,24 +106,14 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   options = {"forget_bias": config.forget_bias} if config.cell == "lstm" else {}
   cell = cells.get_cell(config.cell, **options)
   settings = kernels.Settings(native=None if config.native_kernels else False)
-  chrono = config.get("chrono_t_max", 0)
-  if chrono and config.cell != "lstm":
-    raise ValueError(f"config.chrono_t_max applies to cell='lstm' only; got cell={config.cell!r}")
+  chrono = adding.checked_chrono_t_max(config)
 
   def init(rng):
-    k_cell, k_out = jax.random.split(rng)
-    h = config.hidden_size
-    cell_params = cell.init(k_cell, 1, h)
-    if chrono:
-      cell_params = cells.chrono_lstm_biases(jax.random.fold_in(rng, 1), cell_params, chrono)
-    return {"cell": cell_params,
-            "w_out": jax.random.normal(k_out, (h, 10), jnp.float32) * h ** -0.5,
-            "b_out": jnp.zeros((10,), jnp.float32)}
+    return adding.init_readout(cell, rng, 1, config.hidden_size, 10, chrono)
 
   def logits_of(params, xs):
     """``xs: [b, 784, 1]`` -> ``[b, 10]`` logits from the last hidden state."""
-    _, carry = recurrent.unroll(cell, params["cell"], xs, kernel_settings=settings)
-    return cells.output_of(carry) @ params["w_out"] + params["b_out"]
+    return adding.readout(cell, params, xs, settings)
 
   def loss_fn(params, batch, rng):  # pylint: disable=unused-argument
     logits = logits_of(params, batch["xs"])

@@ -182,11 +182,13 @@ def test_smoke_variant_end_to_end(tmp_path):
   # images of the file (scaled pixels, row by row).
   import jax  # pylint: disable=import-outside-toplevel
   params = jax.tree.map(np.asarray, exp.init(jax.random.PRNGKey(3)))
-  params["cell"]["w_hh"] = params["cell"]["w_hh"] * 3.0  # far from zero after 784 steps
+  # Spectral radius about 1.1: far from zero after 784 steps, short of chaos (at 1.7 float32
+  # rounding grows over 784 steps until the losses differ in the fourth digit, by CPU model).
+  params["cell"]["w_hh"] = params["cell"]["w_hh"] * 2.0
   xs = made["test"][0][220:].reshape(100, 784, 1) / 255.0
   ys = made["test"][1][220:]
   logits = _numpy_rnn_logits(params, xs)
   log_p = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
   got = exp.evaluate(params, 0)
   assert got["eval/accuracy"] == pytest.approx(np.mean(logits.argmax(1) == ys))
-  assert got["eval/loss"] == pytest.approx(-np.mean(log_p[np.arange(100), ys]), rel=1e-4)
+  assert got["eval/loss"] == pytest.approx(-np.mean(log_p[np.arange(100), ys]), rel=1e-5)
