@@ -70,8 +70,8 @@ def get_config(arg: str = ""):
   # Seeds trained side by side in one vmapped step (parameter init and dropout differ; the
   # batches are shared); seed i is config.seed + i.
   config.num_seeds = 3
-  # Epochs of training; when > 0 it sets num_steps, and eval_every becomes one epoch. Two is
-  # what the reported SST-2 run trained (README.md); longer runs are untried.
+  # Epochs of training; when > 0 it sets num_steps, and eval_every becomes one epoch (0: the
+  # num_steps and eval_every fields rule). Two is what the reported SST-2 run trained (README.md).
   config.num_epochs = 2
   # Run the fused LSTM's loops as the native CPU kernels (seqjax/kernels/native). Off: their
   # threads meet at a barrier every time step, which stalls when other jobs share the cores.

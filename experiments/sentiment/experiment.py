@@ -3,7 +3,8 @@
 The parameters are ``{"model": tree}`` whose leaves carry a leading ``[S]`` seed axis; the loss is
 the sum of the seeds' own losses under one ``jax.vmap``, so every seed's gradient is its own,
 and ``train.clip_per_model`` clips each seed alone: S independent runs on shared batches in one
-program (bigger matmuls for the CPU). Each evaluation (one per epoch) scores every seed on the
+program (bigger matmuls for the CPU). Each evaluation (one per epoch, or every
+``config.eval_every`` steps when ``config.num_epochs`` is 0) scores every seed on the
 selection split (``validation``: GLUE dev for SST-2) and keeps each seed's best epoch, its
 predictions and parameters (``best.npz``, so a resumed run keeps them). ``results.json`` reports
 each seed at its best epoch and the mean and spread over seeds; the workdir also gets

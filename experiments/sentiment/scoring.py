@@ -115,7 +115,7 @@ class BestEpochs:
     seeds = []
     for seed in range(self.num_seeds):
       entry = {"seed": seed, "best_step": int(self.step[seed]),
-               "best_epoch": int(self.step[seed]) // batches_per_epoch}
+               "best_epoch": round(int(self.step[seed]) / batches_per_epoch, 3)}
       for split in self.evals:
         entry[split] = self._scores(split, self.preds[split][seed])
       seeds.append(entry)
