@@ -125,6 +125,40 @@ def test_scores_match_scikit_learn():
                           zero_division=0))
 
 
+class _Labelled:
+  """The part of an encoded split that ``scoring.BestEpochs`` reads: its gold labels."""
+
+  def __init__(self, labels):
+    self.labels = np.asarray(labels)
+
+  def __len__(self):
+    return len(self.labels)
+
+
+def test_best_evaluations_between_epochs_keep_step_fraction_and_predictions(tmp_path):
+  gold = [0, 1, 1, 0]
+  path = str(tmp_path / "best.npz")
+  best = scoring.BestEpochs(path, 2, {"validation": _Labelled(gold)}, 2)
+  params = {"model": {"w": np.arange(2.0)[:, None] * np.ones((2, 3))}}
+  # A quarter epoch in, seed 0 scores 3/4 and seed 1 2/4; at half an epoch seed 1 reaches 4/4
+  # and seed 0 falls to 1/4, so seed 0 keeps its first evaluation and seed 1 takes its second.
+  got = best.update(263, {"validation": np.array([[0, 1, 1, 1], [0, 0, 1, 1]])}, params)
+  assert got["eval/accuracy_mean"] == pytest.approx((0.75 + 0.5) / 2)
+  params = {"model": {"w": params["model"]["w"] + 10.0}}
+  got = best.update(526, {"validation": np.array([[0, 0, 0, 1], [0, 1, 1, 0]])}, params)
+  assert got["eval/accuracy_mean"] == pytest.approx((0.25 + 1.0) / 2)
+  assert got["eval/best_accuracy_mean"] == pytest.approx((0.75 + 1.0) / 2)
+  summary = best.summary(batches_per_epoch=1052)
+  assert [(s["best_step"], s["best_epoch"]) for s in summary["per_seed"]] == [(263, 0.25),
+                                                                            (526, 0.5)]
+  assert [s["validation"]["accuracy"] for s in summary["per_seed"]] == [0.75, 1.0]
+  # A resumed run reads the same bests, predictions and parameters back from best.npz.
+  again = scoring.BestEpochs(path, 2, {"validation": _Labelled(gold)}, 2)
+  np.testing.assert_array_equal(again.predictions(1, "validation"), [0, 1, 1, 0])
+  np.testing.assert_array_equal(again.params(0, params["model"])["w"], np.zeros(3))
+  np.testing.assert_array_equal(again.params(1, params["model"])["w"], np.full(3, 11.0))
+
+
 def test_seeds_side_by_side_train_as_separate_runs():
   spec = classifier.Spec(vocab_size=12, num_classes=2, embed_dim=4, hidden_size=3,
                          embed_dropout=0.5)
