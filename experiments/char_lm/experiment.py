@@ -17,7 +17,7 @@ Transformer, chunks of its context length, each from an empty context), in nats
 and bits per character, and appends a sample from ``config.sample_prompt`` to ``samples.txt``.
 The workdir also gets ``vocab.json`` (what ``python -m experiments.char_lm.sample`` reads),
 ``wall_time.jsonl`` (training seconds at each evaluation, evaluations excluded, compilation
-included) and ``learning_curve.png``.
+included; a resumed run continues the clock of the steps before it) and ``learning_curve.png``.
 """
 
 from __future__ import annotations
@@ -119,6 +119,29 @@ def write_sample(workdir: str, step: int, text: str) -> None:
     f.write("".join(f"=== step {s} ===\n{t.rstrip(chr(10))}\n\n" for s, t in blocks))
 
 
+def record_wall_time(workdir: str, step: int, seconds: float, nats: float,
+                     earlier: float | None) -> float:
+  """Adds step ``step``'s evaluation to wall_time.jsonl; returns the seconds of earlier processes.
+
+  ``seconds`` are this process's training seconds. A resumed run keeps the records of the steps
+  before its first evaluation and continues their clock from the last of them (``earlier``: None
+  at a process's first evaluation, then what this returned); the records of steps it re-evaluates
+  are replaced, so the file reads as one run's. Steps redone after an interruption count twice,
+  the time between a run's last evaluation and its interruption not at all.
+  """
+  path = os.path.join(workdir, WALL_TIME_FILE)
+  records = []
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      records = [r for r in map(json.loads, filter(str.strip, f)) if r["step"] < step]
+  if earlier is None:
+    earlier = records[-1]["train_seconds"] if records else 0.0
+  records.append({"step": step, "train_seconds": earlier + seconds, "eval/loss": nats})
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in records))
+  return earlier
+
+
 def make_experiment(config, workdir: str) -> train.Experiment:
   check_config(config)
   text = load_text(config, workdir)
@@ -136,7 +159,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
   family = models.family(config)
   num_params = models.count_params(
       jax.eval_shape(lambda key: models.init(key, spec), jax.random.PRNGKey(0)))
-  clock = {"start": time.perf_counter(), "evaluating": 0.0}
+  clock = {"start": time.perf_counter(), "evaluating": 0.0, "earlier": None}
 
   def init(rng):
     return models.init(rng, spec)
@@ -175,9 +198,7 @@ def make_experiment(config, workdir: str) -> train.Experiment:
       sample = sampling.generate(params, spec, prompt_ids, config.sample_length,
                                  config.sample_temperature, config.sample_top_k, config.seed)
       write_sample(workdir, step, config.sample_prompt + vocab.decode(sample))
-      with open(os.path.join(workdir, WALL_TIME_FILE), "a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": step, "train_seconds": train_seconds,
-                            "eval/loss": nats}) + "\n")
+      clock["earlier"] = record_wall_time(workdir, step, train_seconds, nats, clock["earlier"])
     clock["evaluating"] += time.perf_counter() - began
     return metrics
 

@@ -121,6 +121,7 @@ class Vocabulary:
     return "".join(self.chars[int(i)] for i in ids)
 
   def save(self, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)  # A fresh workdir whose tfds files live elsewhere.
     with open(os.path.join(workdir, VOCAB_FILE), "w", encoding="utf-8") as f:
       json.dump({"chars": self.chars}, f, ensure_ascii=False)
 

@@ -1,6 +1,7 @@
 """Seconds per training step of a config variant, seqjax and the PyTorch peer, on this machine.
 
   python -m experiments.char_lm.timing --variant "" --steps 3 --torch_threads 1 --data_dir DIR
+  python -m experiments.char_lm.timing --variant "" --steps 4 --native_kernels auto --data_dir DIR
 
 Times the runtime's own pmapped train step (``seqjax.train``'s ``make_training``, the batches of
 ``get_batch``) and the peer's step (``torch_peer.make_training``) on the same batches: the first
@@ -61,13 +62,17 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--frameworks", default="seqjax,torch")
   parser.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
+  parser.add_argument("--native_kernels", default="", choices=("", "auto", "off"),
+                      help="seqjax's config.native_kernels; '': the variant's")
   args = parser.parse_args(argv)
   if args.torch_threads:
     torch_peer.torch.set_num_threads(args.torch_threads)
   config = config_lib.get_config(args.variant)
   config.data_dir = args.data_dir
+  config.native_kernels = args.native_kernels or config.native_kernels
   out = {"variant": args.variant, "steps": args.steps, "cpus": os.cpu_count(),
-         "num_steps": config.num_steps}
+         "num_steps": config.num_steps, "native_kernels": config.native_kernels,
+         "torch_threads": args.torch_threads or "default"}
   with tempfile.TemporaryDirectory() as workdir:
     for name in args.frameworks.split(","):
       got = (time_seqjax(config, workdir, args.steps) if name == "seqjax"

@@ -102,12 +102,20 @@ def main(argv=None) -> int:
   parser.add_argument("--data_dir", required=True, help="folder holding input.txt")
   parser.add_argument("--num_steps", type=int, default=0, help="0: the variant's")
   parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: torch's default")
+  parser.add_argument("--eval_every", type=int, default=0, help="0: the variant's")
+  parser.add_argument("--stop_below", type=float, default=0.0,
+                      help="stop after the first evaluation at or below this many nats/char "
+                           "(a time-to-loss peer need not train on); 0: never")
   args = parser.parse_args(argv)
   config = config_lib.get_config(args.variant)
   if config.mode != "windows" or config.cell != "lstm":
     raise SystemExit(f"error: the peer trains the LSTM in windows mode; variant {args.variant!r}"
                      f" is {config.cell} in {config.mode} mode")
   num_steps = args.num_steps or config.num_steps
+  eval_every = args.eval_every or config.eval_every
+  if num_steps < 1 or eval_every < 1 or args.stop_below < 0:
+    raise SystemExit(f"error: --num_steps and --eval_every must be positive and --stop_below "
+                     f"not negative; got {num_steps}, {eval_every}, {args.stop_below}")
   if args.threads:
     torch.set_num_threads(args.threads)
   os.makedirs(args.workdir, exist_ok=True)
@@ -124,7 +132,7 @@ def main(argv=None) -> int:
     done = i + 1
     if done % config.log_every == 0:
       print(f"step {done}/{num_steps} train/loss={loss:.4f}", flush=True)
-    if done % config.eval_every == 0 or done == num_steps:
+    if done % eval_every == 0 or done == num_steps:
       began = time.perf_counter()
       nll, count = evaluate(model, layout, config.eval_chunk)
       nats = nll / count
@@ -135,9 +143,13 @@ def main(argv=None) -> int:
         f.write(json.dumps(record) + "\n")
       print(f"step {done} eval/loss={nats:.4f} ({record['train_seconds']:.0f} s)", flush=True)
       evaluating += time.perf_counter() - began
+      if nats <= args.stop_below:
+        print(f"stopped at step {done}: {nats:.4f} <= --stop_below {args.stop_below}", flush=True)
+        break
   best = min(history, key=lambda r: r["eval/loss"])
   results = {"framework": f"torch {torch.__version__}", "threads": torch.get_num_threads(),
-             "variant": args.variant, "num_steps": num_steps, "best_eval_loss": best["eval/loss"],
+             "variant": args.variant, "num_steps": num_steps,
+             "steps_done": history[-1]["step"], "best_eval_loss": best["eval/loss"],
              "best_eval_bits_per_char": best["eval/bits_per_char"], "best_step": best["step"],
              "train_seconds": history[-1]["train_seconds"], "machine": platform.processor()
              or platform.machine(), "cpus": os.cpu_count()}

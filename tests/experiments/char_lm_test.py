@@ -143,6 +143,9 @@ def test_split_vocabulary_and_download(tmp_path):
   assert vocab.chars == ["\n", "a", "b"] and vocab.decode(vocab.encode("ab\n")) == "ab\n"
   with pytest.raises(ValueError, match="prompt character 'Z' at position 2 is not in"):
     vocab.encode("abZ", "prompt")
+  # A fresh workdir (its tfds files elsewhere) is made, and the vocabulary reads back.
+  vocab.save(str(tmp_path / "fresh" / "run"))
+  assert shakespeare.Vocabulary.load(str(tmp_path / "fresh" / "run")).chars == ["\n", "a", "b"]
   # Without a folder the builder downloads char-rnn's input.txt.
   source = tmp_path / "raw"
   source.mkdir()
@@ -221,6 +224,18 @@ def test_a_resumed_run_rewrites_its_later_samples(tmp_path):
     experiment.write_sample(str(tmp_path), step, f"text of {step}\n")
   assert (tmp_path / "samples.txt").read_text() == (
       "=== step 3 ===\ntext of 3\n\n=== step 6 ===\ntext of 6\n\n")
+
+
+def test_a_resumed_run_continues_the_training_clock(tmp_path):
+  earlier = None
+  for step, seconds in ((3, 10.0), (6, 20.0)):  # the first process, killed after step 7
+    earlier = experiment.record_wall_time(str(tmp_path), step, seconds, 2.0, earlier)
+  earlier = None  # resumed from step 3's checkpoint: step 6 again, then 9
+  for step, seconds in ((6, 5.0), (9, 12.0)):
+    earlier = experiment.record_wall_time(str(tmp_path), step, seconds, 1.0, earlier)
+  records = [json.loads(l) for l in (tmp_path / "wall_time.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["train_seconds"], r["eval/loss"]) for r in records] == [
+      (3, 10.0, 2.0), (6, 15.0, 1.0), (9, 22.0, 1.0)]
 
 
 def test_sample_command(smoke_run, tmp_path, capsys):
