@@ -56,9 +56,22 @@ def summarise(workdir: str) -> dict:
           "steps": result["step"], "epochs": result["step"] * config["batch_size"]
           / result["train_images"], "optimizer": config["optimizer"],
           "learning_rate": config["learning_rate"], "batch_size": config["batch_size"],
-          "grad_clip_norm": config["grad_clip_norm"], "wall_seconds": _wall_seconds(workdir),
+          "grad_clip_norm": config["grad_clip_norm"],
+          "chrono_t_max": config.get("chrono_t_max", 0), "wall_seconds": _wall_seconds(workdir),
           "published_accuracy": published[0] if published else None,
           "published_source": published[1] if published else None}
+
+
+def variant(row: dict) -> str:
+  """The table's variant column: pixel order, and the chrono initialisation when used."""
+  order = "permuted" if row["permuted"] else "row by row"
+  return f"{order}, chrono init" if row.get("chrono_t_max") else order
+
+
+def label(row: dict) -> str:
+  """The run's name in the plot legend, e.g. ``permuted lstm`` or ``lstm (chrono)``."""
+  name = ("permuted " if row["permuted"] else "") + row["cell"]
+  return f"{name} (chrono)" if row.get("chrono_t_max") else name
 
 
 def markdown(rows: list[dict], hardware: str, date: str) -> str:
@@ -70,7 +83,7 @@ def markdown(rows: list[dict], hardware: str, date: str) -> str:
     wall = f"{r['wall_seconds'] / 60:.0f} min" if r["wall_seconds"] else "n/a"
     published = (f"{r['published_accuracy']:.1f}% ({r['published_source']})"
                  if r["published_accuracy"] else "none found")
-    out.append(f"| {r['cell']} | {'permuted' if r['permuted'] else 'row by row'} | "
+    out.append(f"| {r['cell']} | {variant(r)} | "
                f"{r['hidden_size']} | {100 * r['final_accuracy']:.1f}% / "
                f"{100 * r['best_accuracy']:.1f}% | {r['steps']} ({r['epochs']:.1f}) | "
                f"{r['train_seconds'] / 60:.0f} min | {wall} | {published} |")
@@ -93,7 +106,9 @@ def main(argv=None):
     f.write(markdown(rows, args.hardware, args.date))
   with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"hardware": args.hardware, "date": args.date, "runs": rows}, f, indent=2)
-  names = {run: ("permuted " if r["permuted"] else "") + r["cell"] for run, r in zip(args.runs, rows)}
+  names = {run: label(r) for run, r in zip(args.runs, rows)}
+  if len(set(names.values())) < len(names):  # two runs of one kind: tell them apart by workdir
+    names = {run: f"{name} [{r['run']}]" for (run, name), r in zip(names.items(), rows)}
   curves.plot(os.path.join(args.out, "curves.png"),
               {names[run]: train.read_metrics(run) for run in args.runs},
               {names[run]: r["train_images"] / r["batch_size"] for run, r in zip(args.runs, rows)},

@@ -192,3 +192,43 @@ def test_smoke_variant_end_to_end(tmp_path):
   got = exp.evaluate(params, 0)
   assert got["eval/accuracy"] == pytest.approx(np.mean(logits.argmax(1) == ys))
   assert got["eval/loss"] == pytest.approx(-np.mean(log_p[np.arange(100), ys]), rel=1e-5)
+
+
+def _finished_run(folder, cell, step, final, best, chrono_t_max=0, permuted=False):
+  """A workdir as a finished run leaves it: results.json, config.json and metrics.jsonl."""
+  os.makedirs(folder)
+  data = {"split": "test_only", "train": "test images 0-8999", "heldout": "test images 9000-9999"}
+  result = {"cell": cell, "hidden_size": 128, "permuted": permuted, "data": data,
+            "train_images": 9000, "heldout_images": 1000, "final_accuracy": final,
+            "best_accuracy": best, "best_step": step, "train_seconds": 600.0, "step": step}
+  config = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 100, "grad_clip_norm": 1.0,
+            "chrono_t_max": chrono_t_max}
+  for name, record in (("results.json", result), ("config.json", config)):
+    with open(os.path.join(folder, name), "w") as f:
+      json.dump(record, f)
+  with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": step, "split": "train", "train/loss": 1.0}) + "\n")
+    f.write(json.dumps({"step": step, "split": "eval", "eval/accuracy": final,
+                        "eval/loss": 1.0}) + "\n")
+
+
+def test_table_rows_name_chrono_runs_and_count_epochs(tmp_path):
+  from experiments.pixel_mnist import table  # pylint: disable=import-outside-toplevel
+  plain, chrono = str(tmp_path / "pm-lstm"), str(tmp_path / "pm-lstm-chrono")
+  _finished_run(plain, "lstm", 1260, 0.212, 0.231)
+  _finished_run(chrono, "lstm", 10800, 0.95, 0.96, chrono_t_max=784)
+  with open(chrono + ".log", "w") as f:
+    f.write("start run 1000\nend rc=0 1600\nstart run 2000\nend rc=0 2300\n")
+  out = str(tmp_path / "out")
+  table.main(["--out", out, "--hardware", "a CPU", "--date", "2026-12-05", plain, chrono])
+  with open(os.path.join(out, "table.md")) as f:
+    lines = f.read().splitlines()
+  assert lines[2] == ("| lstm | row by row | 128 | 21.2% / 23.1% | 1260 (14.0) | 10 min | n/a | "
+                      "98.2% (Arjovsky et al. 2016 (128 units)) |")
+  assert lines[3].startswith("| lstm | row by row, chrono init | 128 | 95.0% / 96.0% | 10800 (120.0)"
+                             " | 10 min | 15 min |")
+  with open(os.path.join(out, "results.json")) as f:
+    rows = json.load(f)["runs"]
+  assert [r["wall_seconds"] for r in rows] == [None, 900.0]
+  assert [table.label(r) for r in rows] == ["lstm", "lstm (chrono)"]
+  assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
