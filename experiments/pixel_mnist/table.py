@@ -74,6 +74,14 @@ def label(row: dict) -> str:
   return f"{name} (chrono)" if row.get("chrono_t_max") else name
 
 
+def legend_names(rows: list[dict]) -> list[str]:
+  """One legend name per row; when two rows share a label, every name also gets its workdir."""
+  names = [label(r) for r in rows]
+  if len(set(names)) < len(names):
+    names = [f"{name} [{r['run']}]" for name, r in zip(names, rows)]
+  return names
+
+
 def markdown(rows: list[dict], hardware: str, date: str) -> str:
   """The README's table: one row per run."""
   out = ["| cell | variant | units | held-out accuracy (final / best) | steps (epochs) | "
@@ -106,9 +114,7 @@ def main(argv=None):
     f.write(markdown(rows, args.hardware, args.date))
   with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as f:
     json.dump({"hardware": args.hardware, "date": args.date, "runs": rows}, f, indent=2)
-  names = {run: label(r) for run, r in zip(args.runs, rows)}
-  if len(set(names.values())) < len(names):  # two runs of one kind: tell them apart by workdir
-    names = {run: f"{name} [{r['run']}]" for (run, name), r in zip(names.items(), rows)}
+  names = dict(zip(args.runs, legend_names(rows)))
   curves.plot(os.path.join(args.out, "curves.png"),
               {names[run]: train.read_metrics(run) for run in args.runs},
               {names[run]: r["train_images"] / r["batch_size"] for run, r in zip(args.runs, rows)},

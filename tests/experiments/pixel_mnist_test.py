@@ -225,10 +225,13 @@ def test_table_rows_name_chrono_runs_and_count_epochs(tmp_path):
     lines = f.read().splitlines()
   assert lines[2] == ("| lstm | row by row | 128 | 21.2% / 23.1% | 1260 (14.0) | 10 min | n/a | "
                       "98.2% (Arjovsky et al. 2016 (128 units)) |")
-  assert lines[3].startswith("| lstm | row by row, chrono init | 128 | 95.0% / 96.0% | 10800 (120.0)"
-                             " | 10 min | 15 min |")
+  assert lines[3].startswith("| lstm | row by row, chrono init | 128 | 95.0% / 96.0% | "
+                             "10800 (120.0) | 10 min | 15 min |")
   with open(os.path.join(out, "results.json")) as f:
     rows = json.load(f)["runs"]
   assert [r["wall_seconds"] for r in rows] == [None, 900.0]
-  assert [table.label(r) for r in rows] == ["lstm", "lstm (chrono)"]
+  assert table.legend_names(rows) == ["lstm", "lstm (chrono)"]
+  # Two runs of one kind in one plot are told apart by their workdirs.
+  assert table.legend_names([rows[0], {**rows[0], "run": "pm-lstm-2"}, rows[1]]) == [
+      "lstm [pm-lstm]", "lstm [pm-lstm-2]", "lstm (chrono) [pm-lstm-chrono]"]
   assert os.path.getsize(os.path.join(out, "curves.png")) > 1000
